@@ -1,0 +1,3 @@
+from prefork.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,516 @@
+"""Pure-Python request parser: the readable reference twin of prefork/_parser.pyx.
+
+The rule this module keeps: for any byte stream, split into `feed()` calls at any points,
+the result is the same requests and the same error as if the stream had been fed whole.
+Both twins implement exactly the rules below, in the same order; a difference is a bug.
+
+Sans-I/O: bytes in, `Request` objects out. No socket, os or signal here.
+
+Rules (RFC 9112, RFC 9110 §5), decided once for both twins:
+- Lines end in CRLF. A bare LF anywhere in a head, a chunk line or a trailer is 400
+  (RFC 9112 §2.2 lets a recipient accept it; we do not, because lenient line endings are
+  how requests get smuggled between servers that disagree). A CR not followed by LF is a
+  control byte in a line, hence 400.
+- Empty lines (CRLF) before a request line are skipped (RFC 9112 §2.2).
+- request-line = method SP request-target SP HTTP-version, exactly one SP each.
+  method = token; request-target = 1*VCHAR; HTTP-version = "HTTP/" DIGIT "." DIGIT.
+  A well-formed version other than 1.0 / 1.1 is 505; anything else malformed is 400.
+  Targets: origin-form ("/..."), absolute-form ("http://" or "https://"), authority-form
+  only with CONNECT, asterisk-form only with OPTIONS.
+- field-line = field-name ":" OWS field-value OWS; field-name = token (so no whitespace
+  before the colon and no obs-fold); field-value bytes are VCHAR, SP, HTAB or obs-text.
+- Per field line, in order: more than max_fields lines → 431; longer than max_field_size
+  → 431; malformed → 400. The whole head longer than max_head_size → 431; a request line
+  longer than max_request_line → 414. These limits are found while the head is still
+  arriving, at the byte that crosses them.
+- After the fields, in order: Host (HTTP/1.1 needs exactly one, HTTP/1.0 at most one, its
+  value only host characters) → 400; Transfer-Encoding together with Content-Length → 400;
+  Transfer-Encoding on HTTP/1.0 → 400; its codings: a malformed element → 400, final
+  coding not chunked → 400, chunked twice → 400, any other coding → 501;
+  Content-Length: 1*DIGIT, every instance the same number → else 400; larger than
+  max_body_size → 413; Expect (HTTP/1.1 only) other than 100-continue → 417.
+- Chunked bodies: chunk-size = 1 to 16 HEXDIG, no sign, prefix or whitespace; then either
+  CRLF or ";" and extension bytes (no control bytes but HTAB), which are skipped; a chunk
+  line longer than max_field_size → 400; chunk data is followed by exactly CRLF; the sum
+  of chunks over max_body_size → 413. Trailer fields are checked like header fields
+  (a line over max_field_size or more than max_fields of them → 431) and collected.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Iterable
+
+from prefork.errors import (
+    BadRequest,
+    BodyTooLarge,
+    ExpectationFailed,
+    HeadersTooLarge,
+    ParseError,
+    RequestLineTooLong,
+    ResponseHeadError,
+    UnsupportedTransferCoding,
+    VersionNotSupported,
+)
+
+# Limits, with who else uses the same number.
+MAX_REQUEST_LINE = 8190  # gunicorn limit_request_field_size; nginx's 8k header buffer
+MAX_FIELDS = 100  # gunicorn limit_request_fields, Apache LimitRequestFields
+MAX_FIELD_SIZE = 8190  # gunicorn limit_request_field_size, Apache LimitRequestFieldSize
+MAX_HEAD_SIZE = 65536  # bounds the memory one connection can pin with a head
+MAX_BODY_SIZE = 16 * 1024 * 1024  # bodies are held in memory; nginx defaults to 1 MiB
+
+# tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" /
+#         "|" / "~" / DIGIT / ALPHA                                    (RFC 9110 §5.6.2)
+_TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+# request-line = method SP request-target SP HTTP-version             (RFC 9112 §3)
+_REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+# field-line = field-name ":" OWS field-value OWS; OWS = *( SP / HTAB )  (RFC 9112 §5)
+# field-value bytes: VCHAR / SP / HTAB / obs-text; trailing OWS is stripped afterwards.
+_FIELD_LINE = re.compile(rb"([" + _TCHAR + rb"]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)")
+# chunk = chunk-size [ chunk-ext ] CRLF; chunk-size = 1*HEXDIG          (RFC 9112 §7.1)
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[\t\x20-\x7e\x80-\xff]*)?")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Host = uri-host [ ":" port ]: unreserved / pct-encoded / sub-delims / ":" / "[" / "]"
+_HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]%]*")
+_DIGITS = re.compile(r"[0-9]+")
+_ABSOLUTE = re.compile(r"(?:[hH][tT][tT][pP][sS]?)://[^/?]+")
+_AUTHORITY = re.compile(r"[^/?#@]+:[0-9]+")
+
+_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"CONNECT", b"TRACE")}
+
+# Parser states.
+_HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DEAD = range(7)
+
+
+class Request:
+    """One complete request. Header names are lower-cased; names and values are str
+    decoded as latin-1, the body is bytes."""
+
+    __slots__ = (
+        "method", "target", "path", "query", "version", "headers", "host",
+        "content_length", "chunked", "keep_alive", "expect_continue", "body", "trailers",
+    )
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.trailers = []
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first value of the field `name` (lower-case), or `default`."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.target} {self.version}>"
+
+
+class RequestParser:
+    """Incremental HTTP/1.1 request parser.
+
+    `feed(data)` returns the requests completed so far, in order. It never raises a
+    protocol error: after one, `error` holds it (a ParseError with the status to answer),
+    the requests before it are still returned, and the parser accepts nothing more.
+    `pending` is the request whose body is being read, if any (for 100-continue).
+    """
+
+    def __init__(
+        self,
+        max_request_line: int = MAX_REQUEST_LINE,
+        max_fields: int = MAX_FIELDS,
+        max_field_size: int = MAX_FIELD_SIZE,
+        max_head_size: int = MAX_HEAD_SIZE,
+        max_body_size: int = MAX_BODY_SIZE,
+    ) -> None:
+        self.max_request_line = max_request_line
+        self.max_fields = max_fields
+        self.max_field_size = max_field_size
+        self.max_head_size = max_head_size
+        self.max_body_size = max_body_size
+        self.error: ParseError | None = None
+        self.pending: Request | None = None
+        self._buf = bytearray()
+        self._pos = 0  # first unconsumed byte of _buf
+        self._checked = 0  # _buf[_pos:_checked] of a head in progress holds no bare LF
+        self._state = _HEAD
+        self._remaining = 0  # bytes left of the Content-Length body or of the chunk
+        self._parts: list[bytes] = []
+        self._body_size = 0
+        self._trailers: list[tuple[str, str]] = []
+
+    # ------------------------------------------------------------------ public API
+
+    def feed(self, data: bytes) -> list[Request]:
+        out: list[Request] = []
+        if self._state == _DEAD:
+            return out
+        buf = self._buf
+        buf += data
+        try:
+            while self._pos < len(buf):
+                state = self._state
+                if state == _HEAD:
+                    req = self._parse_head()
+                    if req is None:
+                        break
+                    if self._state == _HEAD:
+                        out.append(req)
+                elif state == _BODY:
+                    if self._read_body():
+                        out.append(self._finish())
+                elif state == _CHUNK_SIZE:
+                    if not self._read_chunk_size():
+                        break
+                elif state == _CHUNK_DATA:
+                    self._read_chunk_data()
+                elif state == _CHUNK_END:
+                    if not self._read_chunk_end():
+                        break
+                elif state == _TRAILERS:
+                    done = self._read_trailer()
+                    if done is None:
+                        break
+                    if done:
+                        out.append(self._finish())
+        except ParseError as exc:
+            self.error = exc
+            self._state = _DEAD
+            self.pending = None
+            self._buf = bytearray()
+            self._pos = self._checked = 0
+            return out
+        if self._pos:
+            del buf[: self._pos]
+            self._checked = max(0, self._checked - self._pos)
+            self._pos = 0
+        return out
+
+    # ------------------------------------------------------------------ head
+
+    def _parse_head(self) -> Request | None:
+        buf = self._buf
+        pos = self._pos
+        n = len(buf)
+        # Empty lines before a request line are ignored (RFC 9112 §2.2).
+        while buf.startswith(b"\r\n", pos):
+            pos += 2
+        self._pos = pos
+        if pos >= n:
+            return None
+        checked = self._checked if self._checked > pos else pos
+
+        # Where would the head cross a limit? A request line needs its LF within
+        # max_request_line + 2 bytes; the whole head must fit in max_head_size.
+        cap = pos + self.max_head_size
+        over: type[ParseError] = HeadersTooLarge
+        line_cap = pos + self.max_request_line + 2
+        if line_cap <= cap and buf.find(b"\n", pos, line_cap) < 0:
+            cap = line_cap
+            over = RequestLineTooLong
+        t = buf.find(b"\r\n\r\n", max(pos, checked - 3))
+        end = t + 4 if t >= 0 else n
+        stop = end if end < cap else cap
+        if stop > checked:
+            lfs = buf.count(b"\n", checked, stop)
+            if lfs and lfs != buf.count(b"\r\n", checked - 1 if checked > pos else pos, stop):
+                raise BadRequest("bare LF in request head")
+            self._checked = stop
+        if t >= 0 and end <= cap:
+            head = bytes(buf[pos:t])
+            self._pos = end
+            self._checked = 0
+            return self._start_request(head)
+        if n >= cap:
+            raise over()
+        return None
+
+    def _start_request(self, head: bytes) -> Request:
+        lines = head.split(b"\r\n")
+        m = _REQUEST_LINE.fullmatch(lines[0])
+        if m is None:
+            raise BadRequest("malformed request line")
+        major, minor = m.group(3, 4)
+        if major != b"1" or minor not in b"01":
+            raise VersionNotSupported()
+        req = Request()
+        method_b = m.group(1)
+        method = _METHODS.get(method_b) or method_b.decode("ascii")
+        target = m.group(2).decode("ascii")
+        req.method = method
+        req.target = target
+        req.version = "HTTP/1.1" if minor == b"1" else "HTTP/1.0"
+        self._split_target(req, method, target)
+
+        headers = []
+        max_fields = self.max_fields
+        max_field_size = self.max_field_size
+        count = 0
+        for line in lines[1:]:
+            count += 1
+            if count > max_fields:
+                raise HeadersTooLarge("too many header fields")
+            if len(line) > max_field_size:
+                raise HeadersTooLarge("header field too large")
+            f = _FIELD_LINE.fullmatch(line)
+            if f is None:
+                raise BadRequest("malformed header field")
+            headers.append((f.group(1).lower().decode("ascii"), f.group(2).rstrip(b" \t").decode("latin-1")))
+        req.headers = headers
+        self._frame(req, headers)
+        return req
+
+    @staticmethod
+    def _split_target(req: Request, method: str, target: str) -> None:
+        first = target[0]
+        if first == "/":
+            path = target
+        elif first == "*" and target == "*":
+            if method != "OPTIONS":
+                raise BadRequest("asterisk-form is only for OPTIONS")
+            req.path, req.query = "*", ""
+            return
+        elif method == "CONNECT":
+            if _AUTHORITY.fullmatch(target) is None:
+                raise BadRequest("CONNECT needs authority-form")
+            req.path, req.query = "", ""
+            return
+        else:
+            a = _ABSOLUTE.match(target)
+            if a is None:
+                raise BadRequest("malformed request target")
+            path = target[a.end():] or "/"
+            if path[0] == "?":
+                path = "/" + path
+        if method == "CONNECT":
+            raise BadRequest("CONNECT needs authority-form")
+        q = path.find("?")
+        if q < 0:
+            req.path, req.query = path, ""
+        else:
+            req.path, req.query = path[:q], path[q + 1:]
+
+    def _frame(self, req: Request, headers: list[tuple[str, str]]) -> None:
+        """Host, framing, keep-alive and Expect, in the order the module docstring gives."""
+        http11 = req.version == "HTTP/1.1"
+        host = None
+        hosts = 0
+        te = None
+        cl = None
+        conn = None
+        expect = None
+        for name, value in headers:
+            if name == "host":
+                hosts += 1
+                host = value
+            elif name == "content-length":
+                cl = value if cl is None else cl + "," + value
+            elif name == "transfer-encoding":
+                te = value if te is None else te + "," + value
+            elif name == "connection":
+                conn = value if conn is None else conn + "," + value
+            elif name == "expect":
+                expect = value if expect is None else expect + "," + value
+        if hosts > 1 or (http11 and hosts == 0):
+            raise BadRequest("HTTP/1.1 needs exactly one Host" if http11 else "repeated Host")
+        if host is not None and _HOST.fullmatch(host) is None:
+            raise BadRequest("malformed Host")
+        req.host = host
+
+        chunked = False
+        length = 0
+        if te is not None:
+            if cl is not None:
+                raise BadRequest("both Transfer-Encoding and Content-Length")
+            if not http11:
+                raise BadRequest("Transfer-Encoding on HTTP/1.0")
+            codings = [c.strip(" \t").lower() for c in te.split(",")]
+            for c in codings:
+                if _TOKEN.fullmatch(c) is None:
+                    raise BadRequest("malformed Transfer-Encoding")
+            if codings[-1] != "chunked":
+                raise BadRequest("final transfer coding is not chunked")
+            if codings.count("chunked") > 1:
+                raise BadRequest("chunked applied twice")
+            if len(codings) > 1:
+                raise UnsupportedTransferCoding()
+            chunked = True
+            req.content_length = None
+        elif cl is not None:
+            value = None
+            for v in cl.split(","):
+                if _DIGITS.fullmatch(v) is None:
+                    raise BadRequest("malformed Content-Length")
+                n = int(v)
+                if value is not None and n != value:
+                    raise BadRequest("conflicting Content-Length")
+                value = n
+            if value > self.max_body_size:
+                raise BodyTooLarge()
+            length = value
+            req.content_length = value
+        else:
+            req.content_length = None
+        req.chunked = chunked
+
+        keep_alive = http11
+        if conn is not None:
+            for token in conn.split(","):
+                token = token.strip(" \t").lower()
+                if token == "close":
+                    keep_alive = False
+                    break
+                if token == "keep-alive":
+                    keep_alive = True
+        req.keep_alive = keep_alive
+
+        req.expect_continue = False
+        if expect is not None and http11:
+            for v in expect.split(","):
+                if v.strip(" \t").lower() != "100-continue":
+                    raise ExpectationFailed()
+            req.expect_continue = True
+
+        if chunked:
+            self._state = _CHUNK_SIZE
+            self._parts = []
+            self._body_size = 0
+            self._trailers = []
+            self.pending = req
+        elif length:
+            buf = self._buf
+            pos = self._pos
+            if len(buf) - pos >= length:  # the common case: the body came with the head
+                req.body = bytes(buf[pos:pos + length])
+                self._pos = pos + length
+            else:
+                self._state = _BODY
+                self._remaining = length
+                self._parts = []
+                self.pending = req
+
+    # ------------------------------------------------------------------ bodies
+
+    def _take(self) -> None:
+        """Move up to _remaining bytes from the buffer into the body parts."""
+        buf = self._buf
+        pos = self._pos
+        take = min(self._remaining, len(buf) - pos)
+        self._parts.append(bytes(buf[pos:pos + take]))
+        self._pos = pos + take
+        self._remaining -= take
+
+    def _read_body(self) -> bool:
+        self._take()
+        return self._remaining == 0
+
+    def _finish(self) -> Request:
+        req = self.pending
+        req.body = b"".join(self._parts)
+        self._parts = []
+        if req.chunked:
+            req.trailers = self._trailers
+            self._trailers = []
+        self.pending = None
+        self._state = _HEAD
+        return req
+
+    def _line(self, limit: int, too_long: type[ParseError]) -> bytes | None:
+        """The next CRLF-terminated line without its CRLF, or None for "need more"."""
+        buf = self._buf
+        pos = self._pos
+        lf = buf.find(b"\n", pos, pos + limit + 2)
+        if lf < 0:
+            if len(buf) - pos >= limit + 2:
+                raise too_long("line too long")
+            return None
+        if lf == pos or buf[lf - 1] != 13:
+            raise BadRequest("bare LF")
+        self._pos = lf + 1
+        return bytes(buf[pos:lf - 1])
+
+    def _read_chunk_size(self) -> bool:
+        line = self._line(self.max_field_size, BadRequest)
+        if line is None:
+            return False
+        m = _CHUNK_LINE.fullmatch(line)
+        if m is None:
+            raise BadRequest("malformed chunk size line")
+        size = int(m.group(1), 16)
+        if size > self.max_body_size - self._body_size:
+            raise BodyTooLarge()
+        self._body_size += size
+        if size == 0:
+            self._state = _TRAILERS
+        else:
+            self._remaining = size
+            self._state = _CHUNK_DATA
+        return True
+
+    def _read_chunk_data(self) -> None:
+        self._take()
+        if self._remaining == 0:
+            self._state = _CHUNK_END
+
+    def _read_chunk_end(self) -> bool:
+        buf = self._buf
+        pos = self._pos
+        have = len(buf) - pos
+        if have >= 2:
+            if buf[pos] != 13 or buf[pos + 1] != 10:
+                raise BadRequest("chunk data not followed by CRLF")
+            self._pos = pos + 2
+            self._state = _CHUNK_SIZE
+            return True
+        if have == 1 and buf[pos] != 13:
+            raise BadRequest("chunk data not followed by CRLF")
+        return False
+
+    def _read_trailer(self) -> bool | None:
+        """True: the body is complete; False: one trailer read; None: need more."""
+        line = self._line(self.max_field_size, HeadersTooLarge)
+        if line is None:
+            return None
+        if not line:
+            return True
+        if len(self._trailers) >= self.max_fields:
+            raise HeadersTooLarge("too many trailer fields")
+        f = _FIELD_LINE.fullmatch(line)
+        if f is None:
+            raise BadRequest("malformed trailer field")
+        self._trailers.append((f.group(1).lower().decode("ascii"), f.group(2).rstrip(b" \t").decode("latin-1")))
+        return False
+
+
+# ---------------------------------------------------------------------- response heads
+
+_STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n" for s in HTTPStatus}
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if not 100 <= status <= 999:
+            raise ResponseHeadError(f"status {status!r} is not three digits")
+        line = f"HTTP/1.1 {status} \r\n"
+    return line
+
+
+def response_head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
+    """Serialize a response head. A name that is not a token, or a value with CR, LF, NUL
+    or another control byte, raises ResponseHeadError: a response is never split."""
+    parts = [status_line(status)]
+    for name, value in headers:
+        if _TOKEN.fullmatch(name) is None:
+            raise ResponseHeadError(f"invalid header name {name!r}")
+        if _BAD_VALUE.search(value) is not None:
+            raise ResponseHeadError(f"control character in header {name!r}")
+        parts.append(f"{name}: {value}\r\n")
+    parts.append("\r\n")
+    try:
+        return "".join(parts).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ResponseHeadError("header text is not latin-1") from exc

@@ -1,0 +1,33 @@
+"""Builds the optional Cython extension prefork._parser.
+
+Without a compiler (or without Cython) the install still succeeds and the pure-Python
+parser runs, with a warning at startup. PREFORK_REQUIRE_EXTENSION=1 turns a failed build
+into a failed install; CI sets it so that a broken extension can never pass unnoticed.
+"""
+import os
+
+from setuptools import setup
+from setuptools.extension import Extension
+
+REQUIRED = os.environ.get("PREFORK_REQUIRE_EXTENSION", "") not in ("", "0")
+
+
+def extensions():
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        if REQUIRED:
+            raise
+        print("prefork-http: Cython is not available; the pure-Python parser will be used")
+        return []
+    exts = cythonize(
+        [Extension("prefork._parser", ["prefork/_parser.pyx"], extra_compile_args=["-O2"])],
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+    )
+    # cythonize() builds new Extension objects and drops optional=, so set it here.
+    for ext in exts:
+        ext.optional = not REQUIRED
+    return exts
+
+
+setup(ext_modules=extensions())
