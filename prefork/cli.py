@@ -1,0 +1,150 @@
+"""argv → Config → Master.run(). The only place that prints usage errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from prefork import __version__
+from prefork.config import Config, ConfigError, parse_bind
+
+EPILOG = """\
+examples:
+  prefork-http                                  serve the current folder on 127.0.0.1:8000
+  prefork-http --workers 4 --root ./public      serve ./public with 4 workers
+  prefork-http --bind 0.0.0.0:8080 --bind unix:/run/app.sock
+  prefork-http --bind 127.0.0.1:0               pick a free port (printed at startup)
+
+signals to the master: TERM graceful stop, INT/QUIT quick stop.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds greater than 0")
+    return value
+
+
+def _size(text: str) -> int:
+    """A byte count, with an optional K, M or G suffix (powers of 1024)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    scale = units.get(text[-1:].lower(), 1)
+    digits = text[:-1] if scale != 1 else text
+    if not digits.isdigit() or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (like 1048576, 512K, 16M, 1G)")
+    return int(digits) * scale
+
+
+def _bind(text: str):
+    try:
+        return parse_bind(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_argparser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="prefork-http",
+        description="A pre-fork HTTP/1.1 server: serves a folder's files (GET and HEAD).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = Config()
+    p.add_argument("--bind", "-b", action="append", type=_bind, metavar="ADDR",
+                   help="HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable "
+                        "(default 127.0.0.1:8000; port 0 picks a free port)")
+    p.add_argument("--workers", "-w", type=_positive_int, default=d.workers,
+                   help="worker processes (default: CPU count, %(default)s here)")
+    p.add_argument("--root", default=".", help="folder to serve (default: the current folder)")
+    p.add_argument("--parser", choices=("auto", "cython", "python"), default=None,
+                   help="request parser (default: PREFORK_PARSER or auto = Cython when built)")
+    p.add_argument("--timeout", type=_positive_float, default=d.timeout,
+                   help="seconds a silent worker lives before it is killed (default %(default)s)")
+    p.add_argument("--graceful-timeout", type=_positive_float, default=d.graceful_timeout,
+                   help="seconds a graceful stop may take (default %(default)s)")
+    p.add_argument("--keepalive", type=_positive_float, default=d.keepalive,
+                   help="idle seconds before a keep-alive connection closes (default %(default)s)")
+    p.add_argument("--backlog", type=_positive_int, default=d.backlog,
+                   help="listen queue length (default %(default)s)")
+    p.add_argument("--max-connections", type=_positive_int, default=d.max_connections,
+                   help="open connections per worker (default %(default)s)")
+    p.add_argument("--access-log", metavar="PATH", default=None,
+                   help="access log in combined format; '-' for stdout (default: off)")
+    p.add_argument("--log-level", default=d.log_level,
+                   choices=("debug", "info", "warning", "error", "critical"))
+    p.add_argument("--pid", dest="pid_file", metavar="PATH", help="write the master's pid here")
+    p.add_argument("--limit-request-line", type=_positive_int, default=d.limit_request_line,
+                   help="longest request line in bytes, else 414 (default %(default)s)")
+    p.add_argument("--limit-request-fields", type=_positive_int, default=d.limit_request_fields,
+                   help="most header fields, else 431 (default %(default)s)")
+    p.add_argument("--limit-request-field-size", type=_positive_int,
+                   default=d.limit_request_field_size,
+                   help="longest header field line in bytes, else 431 (default %(default)s)")
+    p.add_argument("--max-body-size", type=_size, default=d.max_body_size,
+                   help="largest request body, else 413 (default 16M)")
+    p.add_argument("--version", action="version", version=f"prefork-http {__version__}")
+    return p
+
+
+def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
+    """Parse argv into a validated Config; exits 2 with argparse's usage on any error."""
+    ap = build_argparser()
+    ns = ap.parse_args(argv)
+    import os
+
+    parser = ns.parser or os.environ.get("PREFORK_PARSER") or "auto"
+    try:
+        cfg = Config(
+            binds=tuple(ns.bind) if ns.bind else Config().binds,
+            workers=ns.workers,
+            root=ns.root,
+            parser=parser,
+            timeout=ns.timeout,
+            graceful_timeout=ns.graceful_timeout,
+            keepalive=ns.keepalive,
+            backlog=ns.backlog,
+            max_connections=ns.max_connections,
+            access_log=ns.access_log,
+            log_level=ns.log_level,
+            pid_file=ns.pid_file,
+            limit_request_line=ns.limit_request_line,
+            limit_request_fields=ns.limit_request_fields,
+            limit_request_field_size=ns.limit_request_field_size,
+            max_body_size=ns.max_body_size,
+        ).validate()
+    except ConfigError as exc:
+        ap.error(str(exc))
+    return cfg
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    cfg = parse_config(argv)
+    from prefork import parser as parser_choice
+
+    try:
+        parser_choice.load(cfg.parser)
+    except parser_choice.ParserUnavailable as exc:
+        print(f"prefork-http: error: --parser cython: {exc}", file=sys.stderr)
+        return 2
+    from prefork.master import Master
+
+    return Master(cfg).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The frozen configuration: defaults, parsing of bind addresses, validation.
+
+Imports nothing from prefork. Everything the user can get wrong is checked here, so that
+a bad value is one line on stderr and exit code 2 before anything binds or forks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import NamedTuple, Optional, Tuple
+
+
+class ConfigError(ValueError):
+    """A value the user gave is unusable; the message says which and why."""
+
+
+class BindSpec(NamedTuple):
+    kind: str  # "tcp", "unix" or "fd"
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "fd":
+            return f"fd://{self.fd}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_bind(spec: str) -> BindSpec:
+    """HOST:PORT, [IPv6]:PORT, :PORT (all interfaces), unix:PATH or fd://N."""
+    if spec.startswith("unix:"):
+        path = spec[5:]
+        if not path:
+            raise ConfigError(f"--bind {spec!r}: unix: needs a path")
+        return BindSpec("unix", path=path)
+    if spec.startswith("fd://"):
+        try:
+            fd = int(spec[5:])
+        except ValueError:
+            raise ConfigError(f"--bind {spec!r}: fd:// needs a file descriptor number") from None
+        if fd < 0:
+            raise ConfigError(f"--bind {spec!r}: negative file descriptor")
+        return BindSpec("fd", fd=fd)
+    if spec.startswith("["):
+        close = spec.find("]")
+        if close < 0 or spec[close + 1:close + 2] != ":":
+            raise ConfigError(f"--bind {spec!r}: expected [IPv6]:PORT")
+        host, port_s = spec[1:close], spec[close + 2:]
+    else:
+        host, sep, port_s = spec.rpartition(":")
+        if not sep:
+            raise ConfigError(f"--bind {spec!r}: expected HOST:PORT, unix:PATH or fd://N")
+        if ":" in host:
+            raise ConfigError(f"--bind {spec!r}: write IPv6 addresses as [ADDR]:PORT")
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ConfigError(f"--bind {spec!r}: port must be a number from 0 to 65535")
+    return BindSpec("tcp", host=host or "0.0.0.0", port=int(port_s))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    binds: Tuple[BindSpec, ...] = (BindSpec("tcp", "127.0.0.1", 8000),)
+    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    root: str = "."
+    parser: str = "auto"  # auto | cython | python
+    timeout: float = 30.0  # a worker silent this long is killed and replaced
+    graceful_timeout: float = 30.0  # how long a graceful stop may take
+    keepalive: float = 5.0  # idle seconds before a keep-alive connection is closed
+    backlog: int = 2048
+    max_connections: int = 1000  # per worker; a full worker stops accepting
+    access_log: Optional[str] = None  # None: off; "-": stdout; else a file path
+    log_level: str = "info"
+    pid_file: Optional[str] = None
+    limit_request_line: int = 8190
+    limit_request_fields: int = 100
+    limit_request_field_size: int = 8190
+    max_body_size: int = 16 * 1024 * 1024
+
+    def validate(self) -> "Config":
+        if not self.binds:
+            raise ConfigError("at least one --bind is needed")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1 (got {self.workers})")
+        if self.parser not in ("auto", "cython", "python"):
+            raise ConfigError(f"--parser must be auto, cython or python (got {self.parser!r})")
+        for name in ("timeout", "graceful_timeout", "keepalive"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be greater than 0")
+        for name in ("backlog", "max_connections", "limit_request_line",
+                     "limit_request_fields", "limit_request_field_size", "max_body_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if not os.path.isdir(self.root):
+            raise ConfigError(f"--root {self.root!r} is not a directory")
+        if self.log_level not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigError(f"--log-level {self.log_level!r} is not a log level")
+        for name, path in (("--access-log", self.access_log), ("--pid", self.pid_file)):
+            if path and path != "-":
+                folder = os.path.dirname(os.path.abspath(path))
+                if not os.path.isdir(folder):
+                    raise ConfigError(f"{name} {path!r}: folder {folder!r} does not exist")
+        return self

@@ -1,0 +1,288 @@
+"""A worker process: post-fork set-up, the epoll loop, heartbeats, graceful exit.
+
+`Worker.__init__` runs in the master before fork and only stores what it is given;
+`run()` runs in the child. One thread, one epoll: the listeners are registered with
+EPOLLEXCLUSIVE so that a new connection wakes one worker, not all of them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+from prefork import __version__
+from prefork import parser as parser_choice
+from prefork.config import Config
+from prefork.connection import LINGER, LINGER_SECONDS, OPEN, Connection, clf_time
+from prefork.sockets import Listener
+from prefork.static import StaticFiles
+
+log = logging.getLogger("prefork.error")
+
+# The status record a worker writes to its pipe at least once a second:
+# magic, requests served so far, open connections.
+STATUS = struct.Struct("<4sQI")
+STATUS_MAGIC = b"PFw1"
+# Exit code of a worker that could not boot: the master stops instead of fork-looping.
+EXIT_BOOT_ERROR = 3
+
+ACCEPT_BATCH = 64
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
+READ = select.EPOLLIN | select.EPOLLRDHUP
+WRITE = select.EPOLLOUT
+
+
+class Worker:
+    def __init__(self, cfg: Config, listeners: List[Listener], status_fd: int, index: int,
+                 handler: Optional[Callable] = None) -> None:
+        self.cfg = cfg
+        self.listeners = listeners
+        self.status_fd = status_fd
+        self.index = index
+        self.handler = handler
+        self.server_name = f"prefork-http/{__version__}"
+        self.requests = 0
+        self.stopping = False
+        self.quick_exit = False
+        self.now = time.monotonic()
+        self.date = ""
+        self._date_second = -1
+        self.conns: Dict[int, Connection] = {}
+        self.access = None
+
+    # ------------------------------------------------------------------ set-up (child)
+
+    def run(self) -> int:
+        try:
+            self._boot()
+        except Exception:
+            log.exception("worker %d failed to boot", os.getpid())
+            return EXIT_BOOT_ERROR
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _boot(self) -> None:
+        cfg = self.cfg
+        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        module = parser_choice.load(cfg.parser)
+        self._parser_cls = module.RequestParser
+        self._limits = dict(
+            max_request_line=cfg.limit_request_line,
+            max_fields=cfg.limit_request_fields,
+            max_field_size=cfg.limit_request_field_size,
+            max_body_size=cfg.max_body_size,
+        )
+        self.response_head = module.response_head
+        if self.handler is None:
+            self.handler = StaticFiles(cfg.root)
+        if cfg.access_log:
+            self.access = AccessLog(cfg.access_log)
+        self.ep = select.epoll()
+        self.ep.register(self._wake_r, select.EPOLLIN)
+        self._accepting = False
+        self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
+        self._set_accepting(True)
+        self._update_date(time.time())
+        self._beat()
+
+    def new_parser(self):
+        return self._parser_cls(**self._limits)
+
+    def _on_signal(self, signum, frame) -> None:
+        # Only record; the loop acts (it is woken through the wakeup fd).
+        if signum in (signal.SIGINT, signal.SIGQUIT):
+            self.quick_exit = True
+        self.stopping = True
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        ep = self.ep
+        conns = self.conns
+        listen_fds = self._listen_fds
+        wake_r = self._wake_r
+        next_tick = self.now + 1.0
+        stop_deadline = None
+        while True:
+            events = ep.poll(1.0)
+            self.now = now = time.monotonic()
+            for fd, ev in events:
+                conn = conns.get(fd)
+                if conn is not None:
+                    if ev & WRITE or conn.writing and ev & (select.EPOLLERR | select.EPOLLHUP):
+                        conn.on_writable()
+                    else:
+                        conn.on_readable()
+                elif fd in listen_fds:
+                    self._accept(listen_fds[fd])
+                elif fd == wake_r:
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
+            if self.stopping:
+                if self.quick_exit:
+                    return
+                if stop_deadline is None:
+                    stop_deadline = now + self.cfg.graceful_timeout
+                    self._begin_graceful_stop()
+                if not conns or now >= stop_deadline:
+                    return
+            if now >= next_tick:
+                next_tick = now + 1.0
+                self._tick(now)
+
+    def _accept(self, lsock: socket.socket) -> None:
+        conns = self.conns
+        limit = self.cfg.max_connections
+        for _ in range(ACCEPT_BATCH):
+            if len(conns) >= limit:
+                self._set_accepting(False)  # the kernel queue hands clients to other workers
+                return
+            try:
+                sock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE, ENOBUFS, ECONNABORTED...
+                log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(self, sock, addr)
+            conns[conn.fd] = conn
+            self.ep.register(conn.fd, READ)
+            # Most clients send their request right after connecting: try it now and
+            # save a trip through epoll.
+            conn.on_readable()
+
+    def _set_accepting(self, on: bool) -> None:
+        if on == self._accepting or (on and self.stopping):
+            return
+        self._accepting = on
+        for fd in self._listen_fds:
+            if on:
+                self.ep.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
+            else:
+                self.ep.unregister(fd)
+
+    # ------------------------------------------------------------------ called by Connection
+
+    def watch_write(self, conn: Connection) -> None:
+        self.ep.modify(conn.fd, WRITE)
+
+    def watch_read(self, conn: Connection) -> None:
+        self.ep.modify(conn.fd, READ)
+
+    def forget(self, conn: Connection) -> None:
+        if self.conns.pop(conn.fd, None) is not None:
+            try:
+                self.ep.unregister(conn.fd)
+            except OSError:
+                pass
+        if not self._accepting and not self.stopping and len(self.conns) < self.cfg.max_connections:
+            self._set_accepting(True)
+
+    # ------------------------------------------------------------------ once a second
+
+    def _tick(self, now: float) -> None:
+        self._update_date(time.time())
+        self._beat()
+        keepalive = self.cfg.keepalive
+        stalled = self.cfg.timeout
+        for conn in list(self.conns.values()):
+            idle = now - conn.last_active
+            if conn.state == LINGER:
+                if idle > LINGER_SECONDS:
+                    conn.close()
+            elif idle > keepalive and conn.is_idle():
+                conn.close()
+            elif idle > stalled:
+                conn.close()
+        if self.access is not None:
+            self.access.flush()
+
+    def _update_date(self, wall: float) -> None:
+        second = int(wall)
+        if second != self._date_second:
+            self._date_second = second
+            self.date = email.utils.formatdate(second, usegmt=True)
+
+    def _beat(self) -> None:
+        try:
+            os.write(self.status_fd, STATUS.pack(STATUS_MAGIC, self.requests, len(self.conns)))
+        except BlockingIOError:
+            pass  # the master is busy; the next beat will do
+        except OSError:
+            self.stopping = self.quick_exit = True  # the master is gone
+
+    # ------------------------------------------------------------------ stopping
+
+    def _begin_graceful_stop(self) -> None:
+        """Stop accepting; close idle connections; busy ones close after their answer."""
+        self._set_accepting(False)
+        for fd in list(self._listen_fds):
+            self._listen_fds[fd].close()
+        self._listen_fds.clear()
+        for conn in list(self.conns.values()):
+            if conn.state == OPEN and conn.is_idle():
+                conn.close()
+
+    def _shutdown(self) -> None:
+        for conn in list(self.conns.values()):
+            conn.close()
+        if self.access is not None:
+            self.access.flush()
+        try:
+            self._beat()
+        except Exception:
+            pass
+
+
+class AccessLog:
+    """Combined log format; one buffered write per line, flushed once a second."""
+
+    def __init__(self, target: str) -> None:
+        if target == "-":
+            self.stream = sys.stdout
+        else:
+            self.stream = open(target, "a", buffering=65536, encoding="utf-8", errors="backslashreplace")
+        self._second = -1
+        self._stamp = ""
+
+    def __call__(self, addr, req, status: int, length: int) -> None:
+        wall = time.time()
+        if int(wall) != self._second:
+            self._second = int(wall)
+            self._stamp = clf_time(wall)
+        host = addr[0] if isinstance(addr, tuple) else "-"
+        referer = req.header("referer", "-")
+        agent = req.header("user-agent", "-")
+        line = f'{host} - - [{self._stamp}] "{req.method} {req.target} {req.version}" {status} {length} "{_q(referer)}" "{_q(agent)}"\n'
+        self.stream.write(line)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _q(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
