@@ -13,13 +13,21 @@ import email.utils
 import mimetypes
 import os
 import stat
-from typing import Dict, Optional
+import time
+from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 from prefork.response import FileBody, Response, error_response
 
 ALLOWED = "GET, HEAD"
 INDEX = "index.html"
+# Files up to this size are read once, kept in memory, and leave with their head in one
+# send(); larger ones go out with sendfile. Each cached answer is trusted for at most
+# REVALIDATE seconds, then the path is opened and checked again (nginx's
+# open_file_cache_valid, which defaults to 60 s, is the same bet).
+SMALL_FILE = 64 * 1024
+CACHE_BYTES = 32 * 1024 * 1024  # per worker; the cache is emptied when it would grow past
+REVALIDATE = 1.0
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO never hangs us
 # Types that are text but not text/*; they get charset=utf-8 too.
 _TEXTUAL = frozenset({"application/javascript", "application/json", "application/xml",
@@ -42,10 +50,17 @@ class StaticFiles:
         self.root = os.path.realpath(root)
         self._prefix = self.root.rstrip("/") + "/"
         self._content_types: Dict[str, str] = {}
+        self._last_modified: Dict[float, str] = {}
+        # request path → (valid until, headers, body) for small files
+        self._cache: Dict[str, Tuple[float, List[Tuple[str, str]], bytes]] = {}
+        self._cached_bytes = 0
 
     def __call__(self, req) -> Response:
         if req.method != "GET" and req.method != "HEAD":
             return error_response(405, "Method Not Allowed", [("Allow", ALLOWED)])
+        hit = self._cache.get(req.path)
+        if hit is not None and hit[0] > time.monotonic():
+            return Response(200, hit[1], hit[2])
         rel = self.decode_path(req.path)
         if rel is None:
             return error_response(404, "Not Found")
@@ -76,16 +91,37 @@ class StaticFiles:
                 st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or not self._inside(fd):
                 return error_response(404, "Not Found")
-            headers = [
-                ("Content-Type", self.content_type(rel)),
-                ("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True)),
-            ]
+            headers = [("Content-Type", self.content_type(rel)),
+                       ("Last-Modified", self.last_modified(st.st_mtime))]
+            if st.st_size <= SMALL_FILE:
+                body = os.pread(fd, st.st_size, 0)
+                if len(body) == st.st_size:
+                    self._remember(req.path, headers, body)
+                return Response(200, headers, body)
             response = Response(200, headers, FileBody(fd, 0, st.st_size))
             fd = -1  # the response owns it now
             return response
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def _remember(self, path: str, headers, body: bytes) -> None:
+        if self._cached_bytes + len(body) > CACHE_BYTES:
+            self._cache.clear()
+            self._cached_bytes = 0
+        old = self._cache.get(path)
+        if old is not None:
+            self._cached_bytes -= len(old[2])
+        self._cache[path] = (time.monotonic() + REVALIDATE, headers, body)
+        self._cached_bytes += len(body)
+
+    def last_modified(self, mtime: float) -> str:
+        text = self._last_modified.get(mtime)
+        if text is None:
+            if len(self._last_modified) > 4096:
+                self._last_modified.clear()
+            text = self._last_modified[mtime] = email.utils.formatdate(mtime, usegmt=True)
+        return text
 
     @staticmethod
     def decode_path(path: str) -> Optional[str]:
