@@ -30,6 +30,9 @@ SENDFILE_CHUNK = 1 << 30  # os.sendfile moves at most ~2 GiB a call; ask for 1 G
 LINGER_SECONDS = 2.0
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
+CLOSE_END = "Connection: close\r\n\r\n"
+KEEP_ALIVE_END = "Connection: keep-alive\r\n\r\n"
+
 # Connection states.
 OPEN, CLOSING, LINGER, CLOSED = range(4)
 
@@ -125,29 +128,32 @@ class Connection:
 
     def respond(self, req, resp: Response, keep: bool) -> None:
         worker = self.worker
-        status = resp.status
-        body = resp.body
-        head_only = req.method == "HEAD" or status in NO_BODY_STATUSES
-        headers = [("Server", worker.server_name), ("Date", worker.date)]
-        headers += resp.headers
-        if status not in NO_BODY_STATUSES:
-            headers.append(("Content-Length", str(resp.length)))
-        if not keep:
-            headers.append(("Connection", "close"))
-        elif req.version == "HTTP/1.0":
-            headers.append(("Connection", "keep-alive"))
         try:
-            head = worker.response_head(status, headers)
+            block = resp.block
+            if block is None:
+                block = worker.header_block(resp.headers)
+            status_line = worker.status_line(resp.status)
         except ResponseHeadError as exc:
             log.error("refused the response head for %s %s: %s", req.method, req.target, exc)
             resp.close()
             resp = error_response(500, "Internal Server Error")
-            status, body, head_only = 500, resp.body, req.method == "HEAD"
-            head = worker.response_head(500, [
-                ("Server", worker.server_name), ("Date", worker.date),
-                *resp.headers, ("Content-Length", str(len(body))),
-                ("Connection", "close" if not keep else "keep-alive"),
-            ])
+            block = worker.header_block(resp.headers)
+            status_line = worker.status_line(500)
+        status = resp.status
+        body = resp.body
+        if status in NO_BODY_STATUSES:
+            length = ""
+            head_only = True
+        else:
+            length = f"Content-Length: {resp.length}\r\n"
+            head_only = req.method == "HEAD"
+        if not keep:
+            end = CLOSE_END
+        elif req.version == "HTTP/1.0":
+            end = KEEP_ALIVE_END
+        else:
+            end = "\r\n"
+        head = (status_line + worker.date_block + block + length + end).encode("latin-1")
         if worker.access is not None:
             worker.access(self.addr, req, status, 0 if head_only else resp.length)
         if head_only:
@@ -168,10 +174,8 @@ class Connection:
         worker = self.worker
         log.info("%s from %s: %s", error.status, _peer(self.addr), error.detail)
         resp = error_response(error.status, error.reason)
-        head = worker.response_head(error.status, [
-            ("Server", worker.server_name), ("Date", worker.date), *resp.headers,
-            ("Content-Length", str(len(resp.body))), ("Connection", "close"),
-        ])
+        head = (worker.status_line(error.status) + worker.date_block + worker.header_block(resp.headers)
+                + f"Content-Length: {len(resp.body)}\r\n" + CLOSE_END).encode("latin-1")
         self.write(head + resp.body)
         worker.requests += 1
         self.state = CLOSING

@@ -29,13 +29,17 @@ class FileBody:
 
 
 class Response:
-    __slots__ = ("status", "headers", "body")
+    """`block`, when set, is `headers` already serialized by the parser module's
+    header_block() (so already validated): a cache for answers that repeat."""
+
+    __slots__ = ("status", "headers", "body", "block")
 
     def __init__(self, status: int = 200, headers: List[Tuple[str, str]] | None = None,
-                 body: Union[bytes, FileBody] = b"") -> None:
+                 body: Union[bytes, FileBody] = b"", block: str | None = None) -> None:
         self.status = status
         self.headers = headers if headers is not None else []
         self.body = body
+        self.block = block
 
     @property
     def length(self) -> int:

@@ -17,6 +17,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
+from prefork._pyparser import header_block  # off the hot path: once per file and second
 from prefork.response import FileBody, Response, error_response
 
 ALLOWED = "GET, HEAD"
@@ -51,8 +52,8 @@ class StaticFiles:
         self._prefix = self.root.rstrip("/") + "/"
         self._content_types: Dict[str, str] = {}
         self._last_modified: Dict[float, str] = {}
-        # request path → (valid until, headers, body) for small files
-        self._cache: Dict[str, Tuple[float, List[Tuple[str, str]], bytes]] = {}
+        # request path → (valid until, headers, body, serialized headers) for small files
+        self._cache: Dict[str, Tuple[float, List[Tuple[str, str]], bytes, str]] = {}
         self._cached_bytes = 0
 
     def __call__(self, req) -> Response:
@@ -60,7 +61,7 @@ class StaticFiles:
             return error_response(405, "Method Not Allowed", [("Allow", ALLOWED)])
         hit = self._cache.get(req.path)
         if hit is not None and hit[0] > time.monotonic():
-            return Response(200, hit[1], hit[2])
+            return Response(200, hit[1], hit[2], hit[3])
         rel = self.decode_path(req.path)
         if rel is None:
             return error_response(404, "Not Found")
@@ -112,7 +113,7 @@ class StaticFiles:
         old = self._cache.get(path)
         if old is not None:
             self._cached_bytes -= len(old[2])
-        self._cache[path] = (time.monotonic() + REVALIDATE, headers, body)
+        self._cache[path] = (time.monotonic() + REVALIDATE, headers, body, header_block(headers))
         self._cached_bytes += len(body)
 
     def last_modified(self, mtime: float) -> str:

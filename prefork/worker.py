@@ -54,6 +54,7 @@ class Worker:
         self.quick_exit = False
         self.now = time.monotonic()
         self.date = ""
+        self.date_block = ""  # "Server: ...\r\nDate: ...\r\n", rebuilt once a second
         self._date_second = -1
         self.conns: Dict[int, Connection] = {}
         self.access = None
@@ -88,7 +89,8 @@ class Worker:
             max_field_size=cfg.limit_request_field_size,
             max_body_size=cfg.max_body_size,
         )
-        self.response_head = module.response_head
+        self.header_block = module.header_block
+        self.status_line = module.status_line
         if self.handler is None:
             self.handler = StaticFiles(cfg.root)
         if cfg.access_log:
@@ -223,6 +225,7 @@ class Worker:
         if second != self._date_second:
             self._date_second = second
             self.date = email.utils.formatdate(second, usegmt=True)
+            self.date_block = f"Server: {self.server_name}\r\nDate: {self.date}\r\n"
 
     def _beat(self) -> None:
         try:

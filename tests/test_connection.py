@@ -24,7 +24,9 @@ class FakeWorker:
 
     def __init__(self, module, handler):
         self.module = module
-        self.response_head = module.response_head
+        self.header_block = module.header_block
+        self.status_line = module.status_line
+        self.date_block = f"Server: {self.server_name}\r\nDate: {self.date}\r\n"
         self.handler = handler
         self.now = 0.0
         self.stopping = False
