@@ -499,18 +499,25 @@ def status_line(status: int) -> str:
     return line
 
 
-def response_head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
-    """Serialize a response head. A name that is not a token, or a value with CR, LF, NUL
-    or another control byte, raises ResponseHeadError: a response is never split."""
-    parts = [status_line(status)]
+def header_block(headers: Iterable[tuple[str, str]]) -> str:
+    """Serialize header fields as "Name: value\r\n" lines. A name that is not a token, or
+    a value with CR, LF, NUL or another control byte, or text that is not latin-1, raises
+    ResponseHeadError: an application can never split a response."""
+    parts = []
     for name, value in headers:
         if _TOKEN.fullmatch(name) is None:
             raise ResponseHeadError(f"invalid header name {name!r}")
         if _BAD_VALUE.search(value) is not None:
             raise ResponseHeadError(f"control character in header {name!r}")
         parts.append(f"{name}: {value}\r\n")
-    parts.append("\r\n")
+    block = "".join(parts)
     try:
-        return "".join(parts).encode("latin-1")
+        block.encode("latin-1")
     except UnicodeEncodeError as exc:
         raise ResponseHeadError("header text is not latin-1") from exc
+    return block
+
+
+def response_head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
+    """A whole response head: status line, header_block(headers), blank line."""
+    return (status_line(status) + header_block(headers) + "\r\n").encode("latin-1")
