@@ -16,7 +16,10 @@ examples:
   prefork-http --bind 0.0.0.0:8080 --bind unix:/run/app.sock
   prefork-http --bind 127.0.0.1:0               pick a free port (printed at startup)
 
-signals to the master: TERM graceful stop, INT/QUIT quick stop.
+signals to the master:
+  TERM graceful stop            INT, QUIT quick stop
+  HUP  rolling reload           TTIN / TTOU one worker more / less
+  USR1 reopen log files         USR2 start a new master on the same sockets (upgrade)
 """
 
 
@@ -27,6 +30,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
 
 
@@ -75,6 +88,15 @@ def build_argparser() -> argparse.ArgumentParser:
                    help="request parser (default: PREFORK_PARSER or auto = Cython when built)")
     p.add_argument("--timeout", type=_positive_float, default=d.timeout,
                    help="seconds a silent worker lives before it is killed (default %(default)s)")
+    p.add_argument("--boot-timeout", type=_positive_float, default=d.boot_timeout,
+                   help="seconds a new worker has to report ready (default %(default)s)")
+    p.add_argument("--max-requests", type=_non_negative_int, default=0,
+                   help="a worker is replaced after this many requests; 0 never (default)")
+    p.add_argument("--max-requests-jitter", type=_non_negative_int, default=0,
+                   help="add randint(0, N) to --max-requests per worker, so they do not all "
+                        "retire at once (default 0)")
+    p.add_argument("--metrics-bind", type=_bind, metavar="ADDR",
+                   help="serve Prometheus metrics from the master on HOST:PORT or unix:PATH")
     p.add_argument("--graceful-timeout", type=_positive_float, default=d.graceful_timeout,
                    help="seconds a graceful stop may take (default %(default)s)")
     p.add_argument("--keepalive", type=_positive_float, default=d.keepalive,
@@ -108,13 +130,24 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
     import os
 
     parser = ns.parser or os.environ.get("PREFORK_PARSER") or "auto"
+    from prefork.systemd import inherited_binds, inherited_metrics_bind
+
+    binds = tuple(ns.bind) if ns.bind else Config().binds
+    inherited, source = inherited_binds()
+    # An upgrade hands over every socket; systemd's sockets serve when no --bind is given.
+    if inherited and (source == "upgrade" or not ns.bind):
+        binds = tuple(inherited)
     try:
         cfg = Config(
-            binds=tuple(ns.bind) if ns.bind else Config().binds,
+            binds=binds,
             workers=ns.workers,
             root=ns.root,
             parser=parser,
             timeout=ns.timeout,
+            boot_timeout=ns.boot_timeout,
+            max_requests=ns.max_requests,
+            max_requests_jitter=ns.max_requests_jitter,
+            metrics_bind=inherited_metrics_bind() or ns.metrics_bind,
             graceful_timeout=ns.graceful_timeout,
             keepalive=ns.keepalive,
             backlog=ns.backlog,

@@ -68,7 +68,11 @@ class Config:
     workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
     root: str = "."
     parser: str = "auto"  # auto | cython | python
-    timeout: float = 30.0  # a worker silent this long is killed and replaced
+    timeout: float = 30.0  # a worker silent (or stuck in one request) this long is killed
+    boot_timeout: float = 60.0  # a worker that has not reported ready by then is killed
+    max_requests: int = 0  # 0: never; else a worker retires after about this many
+    max_requests_jitter: int = 0  # each worker retires after max_requests + randint(0, J)
+    metrics_bind: Optional[BindSpec] = None  # Prometheus text on this address
     graceful_timeout: float = 30.0  # how long a graceful stop may take
     keepalive: float = 5.0  # idle seconds before a keep-alive connection is closed
     backlog: int = 2048
@@ -88,13 +92,16 @@ class Config:
             raise ConfigError(f"--workers must be at least 1 (got {self.workers})")
         if self.parser not in ("auto", "cython", "python"):
             raise ConfigError(f"--parser must be auto, cython or python (got {self.parser!r})")
-        for name in ("timeout", "graceful_timeout", "keepalive"):
+        for name in ("timeout", "boot_timeout", "graceful_timeout", "keepalive"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be greater than 0")
         for name in ("backlog", "max_connections", "limit_request_line",
                      "limit_request_fields", "limit_request_field_size", "max_body_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("max_requests", "max_requests_jitter"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more")
         if not os.path.isdir(self.root):
             raise ConfigError(f"--root {self.root!r} is not a directory")
         if self.log_level not in ("debug", "info", "warning", "error", "critical"):

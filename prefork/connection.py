@@ -40,7 +40,7 @@ OPEN, CLOSING, LINGER, CLOSED = range(4)
 class Connection:
     __slots__ = (
         "worker", "sock", "fd", "addr", "parser", "out", "pending", "state",
-        "last_active", "writing", "linger_on_close",
+        "last_active", "writing", "linger_on_close", "answered",
     )
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
@@ -55,6 +55,7 @@ class Connection:
         self.last_active = worker.now
         self.writing = False  # registered for EPOLLOUT instead of EPOLLIN
         self.linger_on_close = False
+        self.answered = 0  # requests answered on this connection
 
     # ------------------------------------------------------------------ events
 
@@ -108,14 +109,19 @@ class Connection:
         i = 0
         for req in reqs:
             i += 1
+            worker.current = req
+            worker.busy_since = worker.now
             try:
                 resp = handler(req)
             except Exception:
                 log.exception("error handling %s %s", req.method, req.target)
                 resp = error_response(500, "Internal Server Error")
+            worker.busy_since = 0.0
+            worker.current = None
             keep = req.keep_alive and not worker.stopping
             self.respond(req, resp, keep)
             worker.requests += 1
+            self.answered += 1
             if not keep:
                 self.state = CLOSING
                 # Later pipelined requests are not answered; linger so that the close
@@ -154,6 +160,7 @@ class Connection:
         else:
             end = "\r\n"
         head = (status_line + worker.date_block + block + length + end).encode("latin-1")
+        worker.by_status[status // 100] += 1
         if worker.access is not None:
             worker.access(self.addr, req, status, 0 if head_only else resp.length)
         if head_only:
@@ -178,6 +185,7 @@ class Connection:
                 + f"Content-Length: {len(resp.body)}\r\n" + CLOSE_END).encode("latin-1")
         self.write(head + resp.body)
         worker.requests += 1
+        worker.by_status[error.status // 100] += 1
         self.state = CLOSING
         self.parser = None  # nothing more is read as requests
 

@@ -3,7 +3,10 @@
 The loop's bet: everything happens in one place. Signal handlers do nothing; the kernel
 writes each signal's number into a self-pipe (signal.set_wakeup_fd), the loop reads those
 bytes as its signal queue, then reads the workers' status pipes, reaps children, kills
-silent workers and tops the pool back up, on every pass.
+silent or stuck workers, retires old ones and tops the pool back up, on every pass.
+
+Capacity never drops on purpose: a worker is only told to stop (reload, --max-requests)
+once enough new workers have reported ready to keep `workers` serving.
 """
 
 from __future__ import annotations
@@ -19,24 +22,29 @@ from typing import Dict, List, Optional
 
 from prefork import __version__
 from prefork import parser as parser_choice
+from prefork import systemd
 from prefork.config import Config
+from prefork.metrics import MetricsServer, Totals, render
 from prefork.sockets import BindError, Listener, open_listeners
-from prefork.worker import EXIT_BOOT_ERROR, STATUS, STATUS_MAGIC, Worker
+from prefork.worker import (EXIT_BOOT_ERROR, FLAG_RETIRING, STATUS, STATUS_MAGIC, Worker,
+                            set_process_title)
 
 log = logging.getLogger("prefork.error")
 
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                   signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1)
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD,
+                   signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2)
 QUICK_STOP_GRACE = 2.0  # seconds workers get to exit on INT/QUIT before SIGKILL
-# A worker that dies sooner than this after its start counts towards a crash loop.
-CRASH_WINDOW = 1.0
+HANG_DUMP_GRACE = 2.0  # seconds between the stack-dump signal and SIGKILL
+CRASH_WINDOW = 1.0  # a worker dying sooner than this after start counts towards a crash loop
 MAX_BACKOFF = 10.0
 
 
 class WorkerHandle:
     """The master's view of one worker."""
 
-    __slots__ = ("pid", "index", "pipe", "started", "last_beat", "requests", "connections", "buf")
+    __slots__ = ("pid", "index", "pipe", "started", "last_beat", "ready", "requests", "by_class",
+                 "connections", "busy_since", "buf", "retiring", "old", "stopping", "kill_at",
+                 "cause")
 
     def __init__(self, pid: int, index: int, pipe: int, now: float) -> None:
         self.pid = pid
@@ -44,14 +52,28 @@ class WorkerHandle:
         self.pipe = pipe
         self.started = now
         self.last_beat = now
+        self.ready = False  # has sent its first status record
         self.requests = 0
+        self.by_class = [0] * 5
         self.connections = 0
+        self.busy_since = 0.0
         self.buf = b""
+        self.retiring = False  # reached --max-requests
+        self.old = False  # from before a reload
+        self.stopping = False  # told to stop (TERM sent)
+        self.kill_at = 0.0  # when to SIGKILL a worker whose stacks were dumped
+        self.cause = ""  # why the master is replacing it, for the log and metrics
+
+    @property
+    def counted(self) -> bool:
+        """Part of the pool the master keeps at `workers`."""
+        return not (self.retiring or self.old or self.stopping)
 
 
 class Master:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.num_workers = cfg.workers
         self.workers: Dict[int, WorkerHandle] = {}
         self.listeners: List[Listener] = []
         self.stopping = False
@@ -59,6 +81,12 @@ class Master:
         self.exit_code = 0
         self.crashes = 0  # consecutive workers that died right after starting
         self.next_spawn = 0.0
+        self.totals = Totals()
+        self.metrics: Optional[MetricsServer] = None
+        self.handed_over = False  # after USR2: the sockets belong to the new master too
+        self.reloading = False
+        self.watchdog: Optional[float] = None
+        self.next_watchdog = 0.0
 
     # ------------------------------------------------------------------ start
 
@@ -72,23 +100,37 @@ class Master:
                         parser_choice.CYTHON_IMPORT_ERROR)
         try:
             self.listeners = open_listeners(cfg.binds, cfg.backlog)
+            if cfg.metrics_bind is not None:
+                self.metrics = MetricsServer(cfg.metrics_bind)
         except BindError as exc:
             log.error("%s", exc)
+            for listener in self.listeners:
+                listener.close()
             return 1
         try:
-            if cfg.pid_file:
-                with open(cfg.pid_file, "w") as f:
-                    f.write(f"{os.getpid()}\n")
+            self._write_pid_file()
             self._install_signals()
+            set_process_title(f"master [{' '.join(l.url for l in self.listeners)}]")
             log.info("Starting prefork-http %s (master pid %d)", __version__, os.getpid())
             for listener in self.listeners:
                 log.info("Listening at %s", listener.url)
+            if self.metrics is not None:
+                log.info("Metrics at %s/metrics", self.metrics.url)
             log.info("Serving %s with %d workers, parser %s", os.path.abspath(cfg.root),
                      cfg.workers, parser_name)
+            self.watchdog = systemd.watchdog_interval()
             self._loop()
         finally:
             self._cleanup()
         return self.exit_code
+
+    def _write_pid_file(self) -> None:
+        path = self.cfg.pid_file
+        if path:
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, path)  # atomic: a reader never sees a half-written pid
 
     def _install_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -96,19 +138,29 @@ class Master:
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, _record_only)
         self.selector = selectors.DefaultSelector()
-        self.selector.register(self._wake_r, selectors.EVENT_READ)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, "signals")
+        if self.metrics is not None:
+            self.selector.register(self.metrics.fileno(), selectors.EVENT_READ, self.metrics)
 
     # ------------------------------------------------------------------ the loop
 
     def _loop(self) -> None:
+        notified_ready = False
         while True:
             for key, _ in self.selector.select(1.0):
-                if key.fd == self._wake_r:
+                data = key.data
+                if data == "signals":
                     self._dispatch_signals()
+                elif isinstance(data, WorkerHandle):
+                    self._read_status(data)
                 else:
-                    self._read_status(key.data)
+                    self._serve_metrics(data)
             self._reap()
             now = time.monotonic()
+            self._check_timeouts(now)
+            if self.watchdog and now >= self.next_watchdog:
+                self.next_watchdog = now + self.watchdog
+                systemd.notify("WATCHDOG=1")
             if self.stopping:
                 if not self.workers:
                     return
@@ -118,8 +170,13 @@ class Master:
                         self._kill(handle.pid, signal.SIGKILL)
                     self.stop_deadline = now + 5.0
                 continue
-            self._check_timeouts(now)
             self._top_up(now)
+            self._retire(now)
+            if (not notified_ready or self.reloading) and self.workers and \
+                    all(h.ready for h in self.workers.values()):
+                notified_ready = True
+                self.reloading = False
+                systemd.notify(f"READY=1\nSTATUS=serving with {len(self.workers)} workers\nMAINPID={os.getpid()}")
 
     def _dispatch_signals(self) -> None:
         try:
@@ -133,12 +190,30 @@ class Master:
                 self._stop(graceful=True)
             elif signum in (signal.SIGINT, signal.SIGQUIT):
                 self._stop(graceful=False)
+            elif self.stopping:
+                continue
+            elif signum == signal.SIGHUP:
+                self._reload()
+            elif signum == signal.SIGTTIN:
+                self.num_workers += 1
+                log.info("TTIN: %d workers", self.num_workers)
+            elif signum == signal.SIGTTOU:
+                if self.num_workers > 1:
+                    self.num_workers -= 1
+                log.info("TTOU: %d workers", self.num_workers)
+            elif signum == signal.SIGUSR1:
+                log.info("USR1: workers reopen their log files")
+                for pid in self.workers:
+                    self._kill(pid, signal.SIGUSR1)
+            elif signum == signal.SIGUSR2:
+                self._upgrade()
 
     def _stop(self, graceful: bool) -> None:
         now = time.monotonic()
         if graceful and self.stopping:
             return
         log.info("%s stop: %d workers", "graceful" if graceful else "quick", len(self.workers))
+        systemd.notify("STOPPING=1")
         self.stopping = True
         grace = self.cfg.graceful_timeout if graceful else QUICK_STOP_GRACE
         deadline = now + grace
@@ -146,24 +221,88 @@ class Master:
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         for pid in list(self.workers):
             self._kill(pid, sig)
-        # The master does not accept; closing its copies lets the kernel drop the socket
-        # as soon as the last worker has closed its own.
+        # The master never accepts; the workers take what is queued before they let go.
         for listener in self.listeners:
             listener.sock.close()
+
+    def _reload(self) -> None:
+        """HUP: new workers first; the old ones stop once the new ones are ready."""
+        log.info("HUP: reloading: %d new workers, then the old ones drain", self.num_workers)
+        systemd.notify("RELOADING=1")
+        for handle in self.workers.values():
+            if not handle.stopping:
+                handle.old = True
+                handle.cause = "reload"
+        self.reloading = True
+
+    def _upgrade(self) -> None:
+        """USR2: exec a new master that inherits the listening sockets. Both run until the
+        operator stops the old one (TERM): its workers drain while the new ones serve."""
+        if self.handed_over:
+            log.warning("USR2: this master has already started its successor")
+            return
+        fds = [l.fileno() for l in self.listeners]
+        env = dict(os.environ, **{systemd.INHERIT_ENV: ",".join(map(str, fds))})
+        if self.metrics is not None:
+            fds.append(self.metrics.fileno())
+            env[systemd.INHERIT_METRICS_ENV] = str(self.metrics.fileno())
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for fd in fds:
+                    os.set_inheritable(fd, True)
+                os.execve(sys.executable, [sys.executable, "-m", "prefork", *sys.argv[1:]], env)
+            finally:
+                os._exit(1)
+        self.handed_over = True
+        if self.metrics is not None:  # the new master answers for the new workers
+            self.selector.unregister(self.metrics.fileno())
+            self.metrics.listener.sock.close()
+            self.metrics = None
+        if self.cfg.pid_file:
+            try:
+                os.replace(self.cfg.pid_file, self.cfg.pid_file + ".oldbin")
+            except OSError as exc:
+                log.warning("cannot rename the pid file: %s", exc)
+        log.info("USR2: started a new master (pid %d) on the same sockets; stop this one "
+                 "(pid %d) with TERM once it serves", pid, os.getpid())
 
     # ------------------------------------------------------------------ workers
 
     def _top_up(self, now: float) -> None:
-        missing = self.cfg.workers - len(self.workers)
-        if missing <= 0 or now < self.next_spawn:
+        counted = [h for h in self.workers.values() if h.counted]
+        missing = self.num_workers - len(counted)
+        if missing < 0:  # TTOU: stop the newest surplus workers
+            for handle in sorted(counted, key=lambda h: h.started)[missing:]:
+                self._ask_to_stop(handle, "scale_down")
             return
-        used = {h.index for h in self.workers.values()}
+        if missing == 0 or now < self.next_spawn:
+            return
+        used = {h.index for h in counted}
         index = 0
         for _ in range(missing):
             while index in used:
                 index += 1
             self._spawn(index, now)
             used.add(index)
+
+    def _retire(self, now: float) -> None:
+        """Stop retiring and old workers as far as ready replacements allow."""
+        leaving = [h for h in self.workers.values() if (h.retiring or h.old) and not h.stopping]
+        if not leaving:
+            return
+        ready = sum(1 for h in self.workers.values() if h.counted and h.ready)
+        # Keep at least num_workers ready processes serving at every moment.
+        can_stop = ready + len(leaving) - self.num_workers
+        leaving.sort(key=lambda h: (not h.retiring, h.started))
+        for handle in leaving[:max(0, can_stop)]:
+            self._ask_to_stop(handle, handle.cause or "max_requests")
+
+    def _ask_to_stop(self, handle: WorkerHandle, cause: str) -> None:
+        handle.stopping = True
+        handle.cause = cause
+        log.info("stopping worker %d (pid %d): %s", handle.index, handle.pid, cause.replace("_", " "))
+        self._kill(handle.pid, signal.SIGTERM)
 
     def _spawn(self, index: int, now: float) -> None:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -177,7 +316,10 @@ class Master:
                 os.close(self._wake_r)
                 os.close(self._wake_w)
                 for handle in self.workers.values():
-                    os.close(handle.pipe)
+                    if handle.pipe >= 0:
+                        os.close(handle.pipe)
+                if self.metrics is not None:
+                    self.metrics.listener.sock.close()
                 os.set_blocking(write_fd, False)
                 code = worker.run()
             except SystemExit as exc:
@@ -215,10 +357,20 @@ class Master:
         size = STATUS.size
         usable = len(buf) - len(buf) % size
         for off in range(0, usable, size):
-            magic, requests, connections = STATUS.unpack_from(buf, off)
-            if magic == STATUS_MAGIC:
-                handle.requests = requests
-                handle.connections = connections
+            record = STATUS.unpack_from(buf, off)
+            if record[0] != STATUS_MAGIC:
+                continue
+            handle.requests = record[1]
+            handle.by_class = list(record[2:7])
+            handle.connections, flags, handle.busy_since = record[7:10]
+            if not handle.ready:
+                handle.ready = True
+                log.debug("worker %d (pid %d) is ready", handle.index, handle.pid)
+            if flags & FLAG_RETIRING and not handle.retiring:
+                handle.retiring = True
+                handle.cause = handle.cause or "max_requests"
+                log.info("worker %d (pid %d) reached --max-requests; starting its replacement",
+                         handle.index, handle.pid)
         handle.buf = buf[usable:]
 
     def _reap(self) -> None:
@@ -231,38 +383,59 @@ class Master:
                 return
             handle = self.workers.pop(pid, None)
             if handle is None:
-                continue
+                continue  # e.g. the upgraded master, when it exits first
             if handle.pipe >= 0:
                 self.selector.unregister(handle.pipe)
                 os.close(handle.pipe)
+            self.totals.absorb(handle)
             code = os.waitstatus_to_exitcode(status)
-            if self.stopping:
-                log.info("worker %d (pid %d) exited", handle.index, pid)
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            if self.stopping or handle.stopping:
+                log.info("worker %d (pid %d) %s", handle.index, pid, how)
+                if not self.stopping and handle.cause in self.totals.restarts:
+                    self.totals.restarts[handle.cause] += 1
                 continue
             if code == EXIT_BOOT_ERROR:
                 log.error("worker %d (pid %d) could not boot; stopping", handle.index, pid)
+                self.totals.restarts["boot_failure"] += 1
                 self.exit_code = EXIT_BOOT_ERROR
                 self._stop(graceful=False)
                 continue
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            cause = handle.cause or "crash"
+            self.totals.restarts[cause] += 1
             log.warning("worker %d (pid %d) %s; starting a new one", handle.index, pid, how)
             now = time.monotonic()
-            if now - handle.started < CRASH_WINDOW:
+            if cause == "crash" and now - handle.started < CRASH_WINDOW:
                 self.crashes += 1
                 delay = min(MAX_BACKOFF, 0.1 * 2 ** self.crashes)
                 self.next_spawn = now + delay
                 log.warning("workers are dying right after start; waiting %.1fs before the next", delay)
-            else:
+            elif cause == "crash":
                 self.crashes = 0
 
     def _check_timeouts(self, now: float) -> None:
-        limit = self.cfg.timeout
         for handle in list(self.workers.values()):
-            if now - handle.last_beat > limit:
-                log.error("worker %d (pid %d) silent for %.0fs; killing it", handle.index,
-                          handle.pid, now - handle.last_beat)
-                self._kill(handle.pid, signal.SIGKILL)
-                handle.last_beat = now  # once; reaping does the rest
+            if handle.kill_at:
+                if now >= handle.kill_at:
+                    self._kill(handle.pid, signal.SIGKILL)
+                    handle.kill_at = now + 5.0  # again later, should it somehow survive
+                continue
+            if not handle.ready:
+                if now - handle.started > self.cfg.boot_timeout:
+                    self._hung(handle, now, f"not ready {self.cfg.boot_timeout:.0f}s after start")
+            elif now - handle.last_beat > self.cfg.timeout:
+                self._hung(handle, now, f"silent for {now - handle.last_beat:.0f}s")
+            elif handle.busy_since and now - handle.busy_since > self.cfg.timeout:
+                self._hung(handle, now, f"in one request for {now - handle.busy_since:.0f}s")
+
+    def _hung(self, handle: WorkerHandle, now: float, why: str) -> None:
+        """Dump its stacks (USR2 → faulthandler), then SIGKILL after a short grace."""
+        log.error("worker %d (pid %d) %s: dumping its stacks, then killing it", handle.index,
+                  handle.pid, why)
+        self.totals.timeouts += 1
+        handle.cause = "timeout"
+        handle.kill_at = now + HANG_DUMP_GRACE
+        self._kill(handle.pid, signal.SIGUSR2)
 
     @staticmethod
     def _kill(pid: int, sig: int) -> None:
@@ -270,6 +443,18 @@ class Master:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+    # ------------------------------------------------------------------ metrics
+
+    def _serve_metrics(self, data) -> None:
+        if data is self.metrics:
+            client = self.metrics.accept()
+            if client is not None:
+                self.selector.register(client.fileno(), selectors.EVENT_READ, client)
+            return
+        if data.on_readable(lambda: render(self.totals, list(self.workers.values()))):
+            self.selector.unregister(data.fileno())
+            data.close()
 
     # ------------------------------------------------------------------ exit
 
@@ -283,10 +468,18 @@ class Master:
                 break
             self.workers.pop(pid, None)
         for listener in self.listeners:
-            listener.close()
-        if self.cfg.pid_file:
+            if self.handed_over:
+                listener.sock.close()  # the new master serves the unix socket path now
+            else:
+                listener.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        path = self.cfg.pid_file
+        if path:
+            if self.handed_over:
+                path += ".oldbin"
             try:
-                os.unlink(self.cfg.pid_file)
+                os.unlink(path)
             except OSError as exc:
                 if exc.errno != errno.ENOENT:
                     log.warning("cannot remove pid file: %s", exc)

@@ -8,8 +8,10 @@ EPOLLEXCLUSIVE so that a new connection wakes one worker, not all of them.
 from __future__ import annotations
 
 import email.utils
+import faulthandler
 import logging
 import os
+import random
 import select
 import signal
 import socket
@@ -27,10 +29,13 @@ from prefork.static import StaticFiles
 
 log = logging.getLogger("prefork.error")
 
-# The status record a worker writes to its pipe at least once a second:
-# magic, requests served so far, open connections.
-STATUS = struct.Struct("<4sQI")
-STATUS_MAGIC = b"PFw1"
+# The status record a worker writes to its pipe at least once a second (and at once when
+# it wants to retire): magic, requests answered, answers by status class 1xx..5xx, open
+# connections, flags, and since when (time.monotonic, shared by all processes) the request
+# in progress has been running, 0 when none. Smaller than PIPE_BUF, so writes are atomic.
+STATUS = struct.Struct("<4sQ5QIId")
+STATUS_MAGIC = b"PFw2"
+FLAG_RETIRING = 1  # reached --max-requests: start my replacement, then stop me
 # Exit code of a worker that could not boot: the master stops instead of fork-looping.
 EXIT_BOOT_ERROR = 3
 
@@ -50,6 +55,12 @@ class Worker:
         self.handler = handler
         self.server_name = f"prefork-http/{__version__}"
         self.requests = 0
+        self.by_status = [0] * 10  # answers by status // 100
+        self.busy_since = 0.0  # when the request in progress started; 0.0 when idle
+        self.current = None  # the request in progress, for the hang dump
+        self.retiring = False
+        self.max_requests = 0  # 0: no limit
+        self._reopen_logs = False
         self.stopping = False
         self.quick_exit = False
         self.now = time.monotonic()
@@ -77,10 +88,18 @@ class Worker:
         cfg = self.cfg
         self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
-        for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+        for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        # The master sends USR2 to a hung worker: faulthandler dumps every thread's stack
+        # from C at once (it works whatever Python is stuck in), then chains to a Python
+        # handler that logs the request in progress when the main thread next runs.
+        signal.signal(signal.SIGUSR2, self._on_hang_signal)
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True, chain=True)
+        set_process_title(f"worker {self.index} [{' '.join(l.url for l in self.listeners)}]")
+        if cfg.max_requests:
+            self.max_requests = cfg.max_requests + random.randint(0, cfg.max_requests_jitter)
         module = parser_choice.load(cfg.parser)
         self._parser_cls = module.RequestParser
         self._limits = dict(
@@ -108,9 +127,20 @@ class Worker:
 
     def _on_signal(self, signum, frame) -> None:
         # Only record; the loop acts (it is woken through the wakeup fd).
+        if signum == signal.SIGUSR1:
+            self._reopen_logs = True
+            return
         if signum in (signal.SIGINT, signal.SIGQUIT):
             self.quick_exit = True
         self.stopping = True
+
+    def _on_hang_signal(self, signum, frame) -> None:
+        req = self.current
+        if req is not None:
+            log.error("worker %d hung in %s %s %s for %.1fs (stacks above)", os.getpid(),
+                      req.method, req.target, req.version, time.monotonic() - self.busy_since)
+        else:
+            log.error("worker %d hung outside any request (stacks above)", os.getpid())
 
     # ------------------------------------------------------------------ the loop
 
@@ -149,11 +179,16 @@ class Worker:
             if now >= next_tick:
                 next_tick = now + 1.0
                 self._tick(now)
+            if self.max_requests and self.requests >= self.max_requests and not self.retiring:
+                self.retiring = True
+                log.info("worker %d served %d requests; asking for its replacement",
+                         os.getpid(), self.requests)
+                self._beat()
 
-    def _accept(self, lsock: socket.socket) -> None:
+    def _accept(self, lsock: socket.socket, drain: bool = False) -> None:
         conns = self.conns
         limit = self.cfg.max_connections
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(ACCEPT_BATCH if not drain else limit):
             if len(conns) >= limit:
                 self._set_accepting(False)  # the kernel queue hands clients to other workers
                 return
@@ -206,6 +241,10 @@ class Worker:
     def _tick(self, now: float) -> None:
         self._update_date(time.time())
         self._beat()
+        if self._reopen_logs:
+            self._reopen_logs = False
+            if self.access is not None:
+                self.access.reopen()
         keepalive = self.cfg.keepalive
         stalled = self.cfg.timeout
         for conn in list(self.conns.values()):
@@ -229,7 +268,10 @@ class Worker:
 
     def _beat(self) -> None:
         try:
-            os.write(self.status_fd, STATUS.pack(STATUS_MAGIC, self.requests, len(self.conns)))
+            c = self.by_status
+            os.write(self.status_fd, STATUS.pack(
+                STATUS_MAGIC, self.requests, c[1], c[2], c[3], c[4], c[5], len(self.conns),
+                FLAG_RETIRING if self.retiring else 0, self.busy_since))
         except BlockingIOError:
             pass  # the master is busy; the next beat will do
         except OSError:
@@ -238,13 +280,21 @@ class Worker:
     # ------------------------------------------------------------------ stopping
 
     def _begin_graceful_stop(self) -> None:
-        """Stop accepting; close idle connections; busy ones close after their answer."""
+        """Stop accepting; close idle connections; busy ones close after their answer.
+
+        Before letting go of the listeners, take what the kernel has already queued for
+        them: those clients have connected, and closing would reset them."""
+        if self._accepting:
+            for lsock in self._listen_fds.values():
+                self._accept(lsock, drain=True)
         self._set_accepting(False)
         for fd in list(self._listen_fds):
             self._listen_fds[fd].close()
         self._listen_fds.clear()
         for conn in list(self.conns.values()):
-            if conn.state == OPEN and conn.is_idle():
+            # Idle between keep-alive requests: close. A connection that has not sent its
+            # first request yet (just drained from the queue) gets to send it.
+            if conn.state == OPEN and conn.answered and conn.is_idle():
                 conn.close()
 
     def _shutdown(self) -> None:
@@ -258,14 +308,21 @@ class Worker:
             pass
 
 
+def set_process_title(title: str) -> None:
+    """`prefork-http: <title>` in ps, when setproctitle is installed."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(f"prefork-http: {title}")
+
+
 class AccessLog:
     """Combined log format; one buffered write per line, flushed once a second."""
 
     def __init__(self, target: str) -> None:
-        if target == "-":
-            self.stream = sys.stdout
-        else:
-            self.stream = open(target, "a", buffering=65536, encoding="utf-8", errors="backslashreplace")
+        self.target = target
+        self.stream = self._open()
         self._second = -1
         self._stamp = ""
 
@@ -279,6 +336,19 @@ class AccessLog:
         agent = req.header("user-agent", "-")
         line = f'{host} - - [{self._stamp}] "{req.method} {req.target} {req.version}" {status} {length} "{_q(referer)}" "{_q(agent)}"\n'
         self.stream.write(line)
+
+    def _open(self):
+        if self.target == "-":
+            return sys.stdout
+        return open(self.target, "a", buffering=65536, encoding="utf-8", errors="backslashreplace")
+
+    def reopen(self) -> None:
+        """After USR1: logrotate has moved the file; write to a new one at the same path."""
+        if self.target == "-":
+            return
+        self.flush()
+        old, self.stream = self.stream, self._open()
+        old.close()
 
     def flush(self) -> None:
         try:

@@ -206,3 +206,107 @@ def recv_until_closed(sock: socket.socket, limit: int = 1 << 20) -> bytes:
             break
         data += chunk
     return bytes(data)
+
+
+class Load:
+    """A bounded client load on 127.0.0.1: `threads` clients sending GETs until stopped or
+    `max_requests` is reached. Each request uses a new connection (`keepalive=False`), or
+    a kept-alive one that is reopened and the request retried only when the server closed
+    it before sending any byte of an answer (what HTTP clients do for idempotent requests,
+    RFC 9112 §9.3.1). Failures: anything else that is not a complete, correct answer."""
+
+    def __init__(self, address, path: str, expect: bytes, threads: int = 4,
+                 keepalive: bool = False, max_requests: int = 100_000, max_seconds: float = 60) -> None:
+        self.address = address
+        self.path = path
+        self.expect = expect
+        self.keepalive = keepalive
+        self.max_requests = max_requests
+        self.deadline = time.monotonic() + max_seconds
+        self.ok = 0
+        self.failures: list = []
+        self.refused = 0  # connect() refused: the server was not listening (not a loss)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    def wait_for_ok(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ok < count:
+            assert time.monotonic() < deadline, f"only {self.ok} answers in {timeout}s; failures {self.failures[:5]}"
+            assert not self.failures or self.allow_failures, f"failures: {self.failures[:5]}"
+            time.sleep(0.05)
+
+    allow_failures = False
+
+    def _request(self, sock) -> bool:
+        """One request; True when answered. Raises _Retry when a reused connection was
+        closed before any answer byte."""
+        conn_header = b"" if self.keepalive else b"Connection: close\r\n"
+        sock.sendall(b"GET " + self.path.encode() + b" HTTP/1.1\r\nHost: load\r\n" + conn_header + b"\r\n")
+        status, _, body = read_response(sock)
+        return status == 200 and body == self.expect
+
+    def _connect(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(self.address)
+        return s
+
+    def _run(self) -> None:
+        sock = None
+        reused = False
+        while not self._stop.is_set() and time.monotonic() < self.deadline:
+            with self._lock:
+                if self.ok + len(self.failures) >= self.max_requests:
+                    return
+            try:
+                if sock is None:
+                    try:
+                        sock = self._connect()
+                    except ConnectionRefusedError:
+                        with self._lock:
+                            self.refused += 1
+                        time.sleep(0.01)
+                        continue
+                    reused = False
+                try:
+                    good = self._request(sock)
+                except (ConnectionError, OSError) as exc:
+                    if reused and isinstance(exc, ConnectionError) and "before a full head; got b''" in str(exc) \
+                            or reused and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+                        sock.close()
+                        sock = None
+                        continue  # the server closed an idle kept-alive connection: retry
+                    raise
+                with self._lock:
+                    if good:
+                        self.ok += 1
+                    else:
+                        self.failures.append("wrong answer")
+                if self.keepalive:
+                    reused = True
+                else:
+                    sock.close()
+                    sock = None
+            except Exception as exc:  # noqa: BLE001 - every other outcome is a failure
+                with self._lock:
+                    self.failures.append(repr(exc))
+                if sock is not None:
+                    sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()

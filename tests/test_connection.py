@@ -31,6 +31,9 @@ class FakeWorker:
         self.now = 0.0
         self.stopping = False
         self.requests = 0
+        self.by_status = [0] * 10
+        self.busy_since = 0.0
+        self.current = None
         self.modes = []
         self.forgotten = []
 
