@@ -125,11 +125,14 @@ def byte_ranges(value: str, size: int):
             ranges.append((max(0, size - suffix), size - 1))
             continue
         first = int(first_s)
-        last = int(last_s) if last_s else size - 1
-        if last < first:
-            return WHOLE  # invalid
+        if last_s:
+            last = int(last_s)
+            if last < first:
+                return WHOLE  # invalid
+        else:
+            last = size - 1
         if first >= size:
-            continue
+            continue  # unsatisfiable member
         ranges.append((first, min(last, size - 1)))
     if count == 0:
         return WHOLE
