@@ -100,7 +100,7 @@ def byte_ranges(value: str, size: int):
     """Read a Range header against a file of `size` bytes. Returns WHOLE, UNSATISFIABLE,
     or a list of (first, last) inclusive offsets in the order asked, all satisfiable."""
     unit, eq, spec = value.partition("=")
-    if not eq or unit.strip().lower() != "bytes":
+    if not eq or unit.lower() != "bytes":  # units compare case-insensitively (§14.1)
         return WHOLE  # unknown unit or not a ranges-specifier: ignored, as §14.2 asks
     ranges: List[Tuple[int, int]] = []
     count = 0
