@@ -135,15 +135,18 @@ class StaticFiles:
     def _conditional(self, req, fields: Dict[str, str], rep: Representation) -> Response:
         """RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since; then If-None-Match, else
         If-Modified-Since; then If-Range and Range (GET only)."""
+        # A client usually sends back exactly the tag it was given: compare that first.
         if "if-match" in fields:
-            if not fh.strong_match(fh.etag_list(_joined(req, "if-match")), rep.etag):
+            if fields["if-match"] != rep.etag and \
+                    not fh.strong_match(fh.etag_list(_joined(req, "if-match")), rep.etag):
                 return error_response(412, "Precondition Failed")
         elif "if-unmodified-since" in fields:
             since = fh.http_date(fields["if-unmodified-since"])
             if since is not None and rep.mtime > since:
                 return error_response(412, "Precondition Failed")
         if "if-none-match" in fields:
-            if fh.weak_match(fh.etag_list(_joined(req, "if-none-match")), rep.etag):
+            if fields["if-none-match"] == rep.etag or \
+                    fh.weak_match(fh.etag_list(_joined(req, "if-none-match")), rep.etag):
                 return Response(304, rep.headers_304, b"", rep.block_304)
         elif "if-modified-since" in fields:
             since = fh.http_date(fields["if-modified-since"])
