@@ -53,6 +53,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> int:
+    """A whole number of seconds, 0 or more (for Cache-Control: max-age)."""
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds (0 or more)")
+    return int(text)
+
+
 def _size(text: str) -> int:
     """A byte count, with an optional K, M or G suffix (powers of 1024)."""
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -119,6 +126,15 @@ def build_argparser() -> argparse.ArgumentParser:
                    help="longest header field line in bytes, else 431 (default %(default)s)")
     p.add_argument("--max-body-size", type=_size, default=d.max_body_size,
                    help="largest request body, else 413 (default 16M)")
+    p.add_argument("--listing", action="store_true",
+                   help="list a folder that has no index.html (default: 403)")
+    p.add_argument("--serve-dotfiles", action="store_true",
+                   help="serve paths with a segment starting with '.' (default: 404; "
+                        ".well-known is always served)")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symlinks that lead out of --root (default: 404)")
+    p.add_argument("--static-max-age", type=_seconds, default=None, metavar="SECONDS",
+                   help="send Cache-Control: public, max-age=SECONDS with files (default: none)")
     p.add_argument("--version", action="version", version=f"prefork-http {__version__}")
     return p
 
@@ -159,6 +175,10 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
             limit_request_fields=ns.limit_request_fields,
             limit_request_field_size=ns.limit_request_field_size,
             max_body_size=ns.max_body_size,
+            listing=ns.listing,
+            serve_dotfiles=ns.serve_dotfiles,
+            follow_symlinks=ns.follow_symlinks,
+            static_max_age=ns.static_max_age,
         ).validate()
     except ConfigError as exc:
         ap.error(str(exc))

@@ -11,6 +11,10 @@ import os
 from typing import NamedTuple, Optional, Tuple
 
 
+# RFC 9111 §1.2.2: a cache-directive's delta-seconds is capped at 2**31.
+MAX_AGE_LIMIT = 2 ** 31
+
+
 class ConfigError(ValueError):
     """A value the user gave is unusable; the message says which and why."""
 
@@ -84,6 +88,11 @@ class Config:
     limit_request_fields: int = 100
     limit_request_field_size: int = 8190
     max_body_size: int = 16 * 1024 * 1024
+    # Static files.
+    listing: bool = False  # an HTML listing for a folder without index.html (else 403)
+    serve_dotfiles: bool = False  # paths with a segment starting with "." (else 404)
+    follow_symlinks: bool = False  # symlinks that lead out of the root (else 404)
+    static_max_age: Optional[int] = None  # seconds for Cache-Control: public, max-age=N
 
     def validate(self) -> "Config":
         if not self.binds:
@@ -102,6 +111,9 @@ class Config:
         for name in ("max_requests", "max_requests_jitter"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more")
+        if self.static_max_age is not None and not 0 <= self.static_max_age <= MAX_AGE_LIMIT:
+            raise ConfigError(f"--static-max-age must be 0 to {MAX_AGE_LIMIT} seconds "
+                              f"(got {self.static_max_age})")
         if not os.path.isdir(self.root):
             raise ConfigError(f"--root {self.root!r} is not a directory")
         if self.log_level not in ("debug", "info", "warning", "error", "critical"):

@@ -21,7 +21,7 @@ from collections import deque
 from itertools import islice
 
 from prefork.errors import ResponseHeadError
-from prefork.response import NO_BODY_STATUSES, FileBody, Response, error_response
+from prefork.response import NO_BODY_STATUSES, FileBody, Parts, Response, error_response
 
 log = logging.getLogger("prefork.error")
 
@@ -166,13 +166,20 @@ class Connection:
         if head_only:
             resp.close()
             self.write(head)
-        elif type(body) is FileBody:
-            if body.count:
-                self.write(head, MSG_MORE)
-                self.write(body)
-            else:
+        elif type(body) is FileBody or type(body) is Parts:
+            if not body.count:
                 body.close()
                 self.write(head)
+                return
+            # MSG_MORE: the head waits for the first bytes of the body to share a packet.
+            self.write(head, MSG_MORE)
+            if self.state == CLOSED:  # sending the head failed; the body has no reader
+                body.close()
+            elif type(body) is FileBody:
+                self.write(body)
+            else:
+                self.out.extend(body.parts)
+                self.flush()
         else:
             self.write(head + body if body else head)
 
@@ -210,7 +217,8 @@ class Connection:
             self.out.append(memoryview(item)[sent:])
 
     def flush(self) -> bool:
-        """Send what is queued; True when the queue is empty."""
+        """Send what is queued; True when the queue is empty. Bytes followed by more
+        queued output go with MSG_MORE, so that a head and what follows share packets."""
         out = self.out
         sock = self.sock
         while out:
@@ -227,7 +235,7 @@ class Connection:
                         item.count -= sent
                     item.close()
                 else:
-                    sent = sock.send(item)
+                    sent = sock.send(item, MSG_MORE if len(out) > 1 else 0)
                     if sent < len(item):
                         out[0] = item[sent:] if type(item) is memoryview else memoryview(item)[sent:]
                         return False

@@ -1,9 +1,10 @@
 """What a handler returns, and what the connection sends.
 
 A handler (static files now; App and WSGI later) takes a parsed request and returns a
-`Response`: a status, its own headers, and a body that is bytes or a `FileBody` (an open
-file descriptor sent with os.sendfile). The connection adds Date, Server,
-Content-Length and Connection; it owns the socket, the handler never sees it.
+`Response`: a status, its own headers, and a body that is bytes, a `FileBody` (an open
+file descriptor sent with os.sendfile) or `Parts` (bytes and FileBody pieces in order, for
+multipart/byteranges). The connection adds Date, Server, Content-Length and Connection; it
+owns the socket, the handler never sees it.
 """
 
 from __future__ import annotations
@@ -12,20 +13,64 @@ import os
 from typing import List, Tuple, Union
 
 
+class SharedFd:
+    """A descriptor with several users (an open-file cache and the responses in flight):
+    closed when the last one releases it, never under a response still sending from it.
+    sendfile() with an explicit offset leaves the file position alone, so users need not
+    take turns. One thread per worker, so a plain counter is enough."""
+
+    __slots__ = ("fd", "refs")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.refs = 1  # the creator's reference
+
+    def acquire(self) -> int:
+        self.refs += 1
+        return self.fd
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs == 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class FileBody:
-    """`count` bytes of the open file `fd` from `offset`; the connection closes `fd`."""
+    """`count` bytes of the open file `fd` from `offset`. close() closes `fd`, or, when it
+    belongs to a SharedFd (`shared`), releases this body's reference to it; the connection
+    calls it once the bytes are sent or the connection is gone."""
 
-    __slots__ = ("fd", "offset", "count")
+    __slots__ = ("fd", "offset", "count", "shared")
 
-    def __init__(self, fd: int, offset: int, count: int) -> None:
+    def __init__(self, fd: int, offset: int, count: int, shared: SharedFd | None = None) -> None:
         self.fd = fd
         self.offset = offset
         self.count = count
+        self.shared = shared
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            if self.shared is None:
+                os.close(self.fd)
+            else:
+                self.shared.release()
             self.fd = -1
+
+
+class Parts:
+    """A body sent piece by piece: bytes and FileBody, in order (multipart/byteranges)."""
+
+    __slots__ = ("parts", "count")
+
+    def __init__(self, parts: List[Union[bytes, FileBody]]) -> None:
+        self.parts = parts
+        self.count = sum(p.count if type(p) is FileBody else len(p) for p in parts)
+
+    def close(self) -> None:
+        for part in self.parts:
+            if type(part) is FileBody:
+                part.close()
 
 
 class Response:
@@ -35,7 +80,7 @@ class Response:
     __slots__ = ("status", "headers", "body", "block")
 
     def __init__(self, status: int = 200, headers: List[Tuple[str, str]] | None = None,
-                 body: Union[bytes, FileBody] = b"", block: str | None = None) -> None:
+                 body: Union[bytes, FileBody, Parts] = b"", block: str | None = None) -> None:
         self.status = status
         self.headers = headers if headers is not None else []
         self.body = body
@@ -44,10 +89,12 @@ class Response:
     @property
     def length(self) -> int:
         body = self.body
-        return body.count if type(body) is FileBody else len(body)
+        kind = type(body)
+        return body.count if kind is FileBody or kind is Parts else len(body)
 
     def close(self) -> None:
-        if type(self.body) is FileBody:
+        kind = type(self.body)
+        if kind is FileBody or kind is Parts:
             self.body.close()
 
 

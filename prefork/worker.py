@@ -111,7 +111,8 @@ class Worker:
         self.header_block = module.header_block
         self.status_line = module.status_line
         if self.handler is None:
-            self.handler = StaticFiles(cfg.root)
+            self.handler = StaticFiles(cfg.root, listing=cfg.listing, serve_dotfiles=cfg.serve_dotfiles,
+                                       follow_symlinks=cfg.follow_symlinks, max_age=cfg.static_max_age)
         if cfg.access_log:
             self.access = AccessLog(cfg.access_log)
         self.ep = select.epoll()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from conftest import read_response
 from prefork import parser as parser_choice
 from prefork.connection import CLOSED, Connection
-from prefork.response import Response
+from prefork.response import FileBody, Parts, Response, SharedFd
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -115,3 +116,49 @@ def test_output_the_socket_refuses_is_queued_and_reading_pauses(pair):
         conn.on_writable()
     assert got.count(b"HTTP/1.1 200 OK") == 2
     assert worker.modes[-1] == "read" and not conn.out and conn.pending is None
+
+
+def test_parts_body_sends_bytes_and_file_pieces_in_order_and_releases_the_shared_fd(pair, tmp_path):
+    data = bytes(range(256)) * 16384  # 4 MiB, more than the socket takes at once
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    shared = SharedFd(os.open(path, os.O_RDONLY))  # the "cache" holds one reference
+
+    def handler(req):
+        pieces = [b"<a>", FileBody(shared.acquire(), 10, 1000, shared), b"<b>",
+                  FileBody(shared.acquire(), 100_000, 3_000_000, shared), b"<end>"]
+        return Response(206, [("Content-Type", "x/y")], Parts(pieces))
+
+    worker, conn, client = pair(handler)
+    client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    conn.on_readable()
+    assert shared.refs >= 2  # a piece still in flight holds the descriptor open
+    buf = bytearray()
+    expected = b"<a>" + data[10:1010] + b"<b>" + data[100_000:3_100_000] + b"<end>"
+    while b"\r\n\r\n" not in buf or len(buf) - buf.index(b"\r\n\r\n") - 4 < len(expected):
+        chunk = client.recv(1 << 16)
+        assert chunk
+        buf += chunk
+        if conn.out:
+            conn.on_writable()
+    head, _, body = bytes(buf).partition(b"\r\n\r\n")
+    assert f"Content-Length: {len(expected)}".encode() in head
+    assert body == expected
+    assert not conn.out and shared.refs == 1 and shared.fd >= 0
+    shared.release()
+    assert shared.fd == -1
+
+
+def test_parts_pieces_are_released_when_the_connection_closes_midway(pair, tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(1 << 20))
+    shared = SharedFd(os.open(path, os.O_RDONLY))
+    pieces = [b"x", FileBody(shared.acquire(), 0, 1 << 20, shared), b"y",
+              FileBody(shared.acquire(), 0, 1 << 20, shared)]
+    worker, conn, client = pair(lambda req: Response(206, [], Parts(pieces)))
+    client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    conn.on_readable()
+    assert conn.out  # the socket is full: pieces wait
+    conn.close()
+    assert shared.refs == 1  # every in-flight piece gave its reference back
+    shared.release()
