@@ -200,6 +200,8 @@ class RequestParser:
         self._pos = pos
         if pos >= n:
             return None
+        if pos + 1 == n and buf[pos] == 13:
+            return None  # a lone CR may be the start of one more empty line
         checked = self._checked if self._checked > pos else pos
 
         # Where would the head cross a limit? A request line needs its LF within
