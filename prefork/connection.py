@@ -108,6 +108,8 @@ class Connection:
         reqs = parser.feed(data)
         if parser.pending is not None or self.spool_req is not None:
             self.collect_body(reqs)
+            if self.state == CLOSED:
+                return
         if reqs:
             if self.pending is None and not self.out:
                 self.handle(reqs)

@@ -304,6 +304,14 @@ def test_app_that_cannot_load_is_one_line_and_exit_4(spec, message):
     assert len(lines) == 1 and lines[0].startswith("prefork-http: error: ") and message in lines[0], lines
 
 
+def test_bad_chdir_and_bad_app_spec_are_usage_errors():
+    for args in (["--chdir", "/nonexistent/folder", "demo_app:app"], ["not a spec"]):
+        proc = subprocess.run([sys.executable, "-m", "prefork", "--bind", "127.0.0.1:0", *args],
+                              env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("prefork-http: error: ")
+
+
 def test_factory_that_raises_in_the_worker_stops_the_master(start_server):
     from conftest import Server
     srv = Server(["--bind", "127.0.0.1:0", "--workers", "1", "demo_factory:broken()"],
