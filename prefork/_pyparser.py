@@ -114,7 +114,8 @@ class RequestParser:
     `feed(data)` returns the requests completed so far, in order. It never raises a
     protocol error: after one, `error` holds it (a ParseError with the status to answer),
     the requests before it are still returned, and the parser accepts nothing more.
-    `pending` is the request whose body is being read, if any (for 100-continue).
+    `pending` is the request whose body is being read, if any (for 100-continue);
+    `take_body()` hands over the part of its body received so far (for spooling).
     """
 
     def __init__(
@@ -187,6 +188,17 @@ class RequestParser:
             self._checked = max(0, self._checked - self._pos)
             self._pos = 0
         return out
+
+    def take_body(self) -> bytes:
+        """The body bytes received so far for `pending`, which the parser then forgets:
+        the completed Request.body holds only what arrived after the last call. Lets the
+        caller move a large body to a file as it arrives. b"" when nothing is pending.
+        Limits still count the whole body."""
+        if self.pending is None or not self._parts:
+            return b""
+        parts = self._parts
+        self._parts = []
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     # ------------------------------------------------------------------ head
 

@@ -13,6 +13,8 @@ EPILOG = """\
 examples:
   prefork-http                                  serve the current folder on 127.0.0.1:8000
   prefork-http --workers 4 --root ./public      serve ./public with 4 workers
+  prefork-http --workers 4 myapp:app            serve a prefork App or any WSGI callable
+  prefork-http --threads 8 'myapp:create_app()' call a factory in each worker; 8 handler threads
   prefork-http --bind 0.0.0.0:8080 --bind unix:/run/app.sock
   prefork-http --bind 127.0.0.1:0               pick a free port (printed at startup)
 
@@ -20,6 +22,8 @@ signals to the master:
   TERM graceful stop            INT, QUIT quick stop
   HUP  rolling reload           TTIN / TTOU one worker more / less
   USR1 reopen log files         USR2 start a new master on the same sockets (upgrade)
+exit codes: 1 cannot bind, 2 bad command line, 3 a worker could not boot,
+            4 the application could not be loaded.
 """
 
 
@@ -80,11 +84,23 @@ def _bind(text: str):
 def build_argparser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="prefork-http",
-        description="A pre-fork HTTP/1.1 server: serves a folder's files (GET and HEAD).",
+        description="A pre-fork HTTP/1.1 server: serves an application (a prefork App or any "
+                    "WSGI callable) or a folder's files.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d = Config()
+    p.add_argument("app", nargs="?", default=None, metavar="MODULE:APP",
+                   help="the application: module:name or module:factory() (an App or a WSGI "
+                        "callable); without it, the files under --root are served")
+    p.add_argument("--chdir", metavar="DIR", default=None,
+                   help="change to DIR before loading the application (it is also put on sys.path)")
+    p.add_argument("--root-path", default=d.root_path, metavar="PREFIX",
+                   help="the URL prefix the application is mounted under, e.g. /api "
+                        "(WSGI SCRIPT_NAME; requests outside it are 404)")
+    p.add_argument("--threads", type=_positive_int, default=d.threads,
+                   help="handler threads per worker, for blocking applications "
+                        "(default %(default)s: handlers run in the event loop)")
     p.add_argument("--bind", "-b", action="append", type=_bind, metavar="ADDR",
                    help="HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable "
                         "(default 127.0.0.1:8000; port 0 picks a free port)")
@@ -114,6 +130,8 @@ def build_argparser() -> argparse.ArgumentParser:
                    help="open connections per worker (default %(default)s)")
     p.add_argument("--access-log", metavar="PATH", default=None,
                    help="access log in combined format; '-' for stdout (default: off)")
+    p.add_argument("--access-log-format", choices=("combined", "json"), default=d.access_log_format,
+                   help="combined (plus the request time) or one JSON object per line")
     p.add_argument("--log-level", default=d.log_level,
                    choices=("debug", "info", "warning", "error", "critical"))
     p.add_argument("--pid", dest="pid_file", metavar="PATH", help="write the master's pid here")
@@ -135,6 +153,9 @@ def build_argparser() -> argparse.ArgumentParser:
                    help="follow symlinks that lead out of --root (default: 404)")
     p.add_argument("--static-max-age", type=_seconds, default=None, metavar="SECONDS",
                    help="send Cache-Control: public, max-age=SECONDS with files (default: none)")
+    p.add_argument("--spool-threshold", type=_size, default=d.spool_threshold,
+                   help="request bodies larger than this are kept in a temporary file "
+                        "instead of memory (default 1M)")
     p.add_argument("--version", action="version", version=f"prefork-http {__version__}")
     return p
 
@@ -146,6 +167,13 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
     import os
 
     parser = ns.parser or os.environ.get("PREFORK_PARSER") or "auto"
+    if ns.chdir is not None:
+        # Before validation, so that --root and the application are found from there.
+        try:
+            os.chdir(ns.chdir)
+        except OSError as exc:
+            ap.error(f"--chdir {ns.chdir!r}: {exc.strerror}")
+
     from prefork.systemd import inherited_binds, inherited_metrics_bind
 
     binds = tuple(ns.bind) if ns.bind else Config().binds
@@ -179,6 +207,11 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
             serve_dotfiles=ns.serve_dotfiles,
             follow_symlinks=ns.follow_symlinks,
             static_max_age=ns.static_max_age,
+            app=ns.app,
+            root_path=ns.root_path,
+            threads=ns.threads,
+            access_log_format=ns.access_log_format,
+            spool_threshold=ns.spool_threshold,
         ).validate()
     except ConfigError as exc:
         ap.error(str(exc))
@@ -194,6 +227,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except parser_choice.ParserUnavailable as exc:
         print(f"prefork-http: error: --parser cython: {exc}", file=sys.stderr)
         return 2
+    if cfg.app is not None:
+        # Import it here, before anything binds or forks, so that a typo is one line and
+        # exit code 4 instead of a crash loop; the workers inherit the imported module.
+        from prefork.loader import EXIT_APP_ERROR, AppLoadError, import_app
+
+        try:
+            import_app(cfg.app)
+        except AppLoadError as exc:
+            print(f"prefork-http: error: {exc}", file=sys.stderr)
+            return EXIT_APP_ERROR
     from prefork.master import Master
 
     return Master(cfg).run()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import NamedTuple, Optional, Tuple
 
 
@@ -66,6 +67,11 @@ def parse_bind(spec: str) -> BindSpec:
     return BindSpec("tcp", host=host or "0.0.0.0", port=int(port_s))
 
 
+# module:attribute or module:factory() — what the positional argument of the command names.
+APP_SPEC = re.compile(r"([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*):([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)(\(\))?")
+ACCESS_LOG_FORMATS = ("combined", "json")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     binds: Tuple[BindSpec, ...] = (BindSpec("tcp", "127.0.0.1", 8000),)
@@ -93,6 +99,11 @@ class Config:
     serve_dotfiles: bool = False  # paths with a segment starting with "." (else 404)
     follow_symlinks: bool = False  # symlinks that lead out of the root (else 404)
     static_max_age: Optional[int] = None  # seconds for Cache-Control: public, max-age=N
+    app: Optional[str] = None  # "module:app" or "module:create_app()"; None serves root
+    root_path: str = ""  # the prefix the application is mounted under (SCRIPT_NAME)
+    threads: int = 1  # handler threads per worker; 1 runs handlers in the loop
+    access_log_format: str = "combined"  # combined | json
+    spool_threshold: int = 1024 * 1024  # request bodies larger than this go to a temp file
 
     def validate(self) -> "Config":
         if not self.binds:
@@ -114,6 +125,15 @@ class Config:
         if self.static_max_age is not None and not 0 <= self.static_max_age <= MAX_AGE_LIMIT:
             raise ConfigError(f"--static-max-age must be 0 to {MAX_AGE_LIMIT} seconds "
                               f"(got {self.static_max_age})")
+        for name in ("threads", "spool_threshold"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.app is not None and APP_SPEC.fullmatch(self.app) is None:
+            raise ConfigError(f"application {self.app!r}: expected module:name or module:factory()")
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ConfigError(f"--root-path {self.root_path!r} must start with / and not end with /")
+        if self.access_log_format not in ACCESS_LOG_FORMATS:
+            raise ConfigError(f"--access-log-format must be one of {', '.join(ACCESS_LOG_FORMATS)}")
         if not os.path.isdir(self.root):
             raise ConfigError(f"--root {self.root!r} is not a directory")
         if self.log_level not in ("debug", "info", "warning", "error", "critical"):

@@ -9,6 +9,13 @@ The rules it keeps:
 - After a protocol error the client gets its status with `Connection: close`; then the
   write side is shut and what the client still sends is read and dropped for a moment
   (lingering close), so that the answer is not destroyed by a reset.
+- Bodies are read before the handler runs. One that may grow past the spool threshold
+  is taken from the parser as it arrives (`take_body`) and kept in a temporary file.
+  `Expect: 100-continue` is answered when the request's turn comes: `100 Continue` if the
+  handler's `check_expect` (when it has one) accepts it, else its final answer and close.
+- With a thread pool (`--threads N`), one request per connection is in the pool at a
+  time; the connection leaves epoll meanwhile and comes back when its answer is queued.
+- A stream body is pulled from its iterable only as fast as the socket takes it.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 import time
 from collections import deque
 from itertools import islice
+from time import perf_counter
 
 from prefork.errors import ResponseHeadError
-from prefork.response import NO_BODY_STATUSES, FileBody, Parts, Response, error_response
+from prefork.response import NO_BODY_STATUSES, FileBody, Parts, Response, StreamBody, error_response
 
 log = logging.getLogger("prefork.error")
 
@@ -29,9 +38,16 @@ RECV_SIZE = 65536
 SENDFILE_CHUNK = 1 << 30  # os.sendfile moves at most ~2 GiB a call; ask for 1 GiB
 LINGER_SECONDS = 2.0
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
+SPOOL_THRESHOLD = 1 << 20  # the default of --spool-threshold
+STREAM_BURST = 1 << 20  # bytes one flush pulls from a stream before the loop serves others
 
 CLOSE_END = "Connection: close\r\n\r\n"
 KEEP_ALIVE_END = "Connection: keep-alive\r\n\r\n"
+CHUNKED = "Transfer-Encoding: chunked\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# How a StreamBody is framed: exactly `length` bytes, chunked, or delimited by the close.
+EXACT, CHUNK, UNTIL_CLOSE = range(3)
+_EMPTY = iter(())
 
 # Connection states.
 OPEN, CLOSING, LINGER, CLOSED = range(4)
@@ -40,7 +56,8 @@ OPEN, CLOSING, LINGER, CLOSED = range(4)
 class Connection:
     __slots__ = (
         "worker", "sock", "fd", "addr", "parser", "out", "pending", "state",
-        "last_active", "writing", "linger_on_close", "answered",
+        "last_active", "writing", "linger_on_close", "served",
+        "busy", "body", "spooled", "spool_req", "spool", "spool_size", "continued", "local",
     )
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
@@ -55,7 +72,17 @@ class Connection:
         self.last_active = worker.now
         self.writing = False  # registered for EPOLLOUT instead of EPOLLIN
         self.linger_on_close = False
-        self.answered = 0  # requests answered on this connection
+        self.served = 0  # requests answered on this connection
+        self.busy = False  # a request of ours is in the thread pool
+        # The body of the request being handled when the parser's Request.body is not it
+        # (bytes gathered here, or a temporary file); handlers read it through `body`.
+        self.body = None
+        self.spooled = None  # completed request → its body (bytes or file), until handled
+        self.spool_req = None  # the parser's pending request whose body we are taking
+        self.spool = None  # list of bytes, then a temporary file once over the threshold
+        self.spool_size = 0
+        self.continued = None  # the request that got its 100 Continue or refusal
+        self.local = None  # getsockname(), asked once
 
     # ------------------------------------------------------------------ events
 
@@ -80,6 +107,10 @@ class Connection:
             return
         parser = self.parser
         reqs = parser.feed(data)
+        if parser.pending is not None or self.spool_req is not None:
+            self.collect_body(reqs)
+            if self.state == CLOSED:
+                return
         if reqs:
             if self.pending is None and not self.out:
                 self.handle(reqs)
@@ -99,40 +130,166 @@ class Connection:
                 self.reject(self.parser.error)
         self.after_write()
 
+    def finish(self, req, resp: Response, t0: float) -> None:
+        """The thread pool's answer to `req` (called in the loop thread)."""
+        self.busy = False
+        if self.state == CLOSED:  # closed while the handler ran
+            resp.close()
+            self._drop_body()
+            return
+        self.last_active = self.worker.now
+        self.worker.resume(self)
+        self.writing = False
+        pending = self.pending
+        self.pending = None
+        if self.answered(req, resp, t0, bool(pending)) and pending:
+            if self.out:
+                self.pending = pending
+            else:
+                self.handle(pending)
+        if self.pending is None and not self.busy and self.state == OPEN and self.parser.error is not None:
+            self.reject(self.parser.error)
+        self.after_write()
+
+    # ------------------------------------------------------------------ bodies
+
+    def collect_body(self, reqs) -> None:
+        """Take a possibly large body from the parser as it arrives; over the spool
+        threshold it goes to a temporary file. Called after a feed that left a body
+        pending or completed the one being taken."""
+        parser = self.parser
+        sreq = self.spool_req
+        try:
+            if sreq is not None and reqs and reqs[0] is sreq:  # its last bytes arrived
+                spool = self.spool
+                if type(spool) is list:
+                    spool.append(sreq.body)
+                    body = b"".join(spool)
+                else:
+                    spool.write(sreq.body)
+                    spool.seek(0)
+                    body = spool
+                if self.spooled is None:
+                    self.spooled = {}
+                self.spooled[sreq] = body
+                self.spool_req = self.spool = None
+            p = parser.pending
+            if p is None:
+                return
+            threshold = getattr(self.worker, "spool_threshold", SPOOL_THRESHOLD)
+            if p is not self.spool_req:
+                if not p.chunked and p.content_length <= threshold:
+                    return  # the parser holds it; it cannot grow past the threshold
+                self.spool_req = p
+                self.spool_size = 0
+                self.spool = [] if p.chunked else tempfile.TemporaryFile()
+            data = parser.take_body()
+            if data:
+                spool = self.spool
+                if type(spool) is list:
+                    spool.append(data)
+                    self.spool_size += len(data)
+                    if self.spool_size > threshold:
+                        f = tempfile.TemporaryFile()
+                        f.write(b"".join(spool))
+                        self.spool = f
+                else:
+                    spool.write(data)
+        except OSError as exc:  # no room for the temporary file
+            log.error("cannot keep a request body from %s: %s", _peer(self.addr), exc)
+            self.close()
+
+    def _drop_body(self) -> None:
+        body = self.body
+        if body is not None:
+            self.body = None
+            if type(body) is not bytes:
+                body.close()
+
+    def local_address(self):
+        """The server's own address for this connection (getsockname, asked once)."""
+        local = self.local
+        if local is None:
+            try:
+                local = self.sock.getsockname()
+            except OSError:
+                local = ("", 0)
+            self.local = local
+        return local
+
     # ------------------------------------------------------------------ requests
 
     def handle(self, reqs) -> None:
-        """Answer requests in order until one has to wait for the socket."""
+        """Answer requests in order until one has to wait for the socket (or the pool)."""
         worker = self.worker
         handler = worker.handler
+        with_conn = getattr(handler, "wants_connection", False)
+        pool = getattr(worker, "pool", None)
+        timed = worker.access is not None
         n = len(reqs)
         i = 0
         for req in reqs:
             i += 1
+            if self.spooled:
+                self.body = self.spooled.pop(req, None)
+            if pool is not None:
+                self.pending = deque(islice(reqs, i, None))
+                self.busy = True
+                worker.pause(self)
+                pool.submit(self, req)
+                return
+            t0 = perf_counter() if timed else 0.0
             worker.current = req
             worker.busy_since = worker.now
             try:
-                resp = handler(req)
+                resp = handler(req, self) if with_conn else handler(req)
             except Exception:
                 log.exception("error handling %s %s", req.method, req.target)
                 resp = error_response(500, "Internal Server Error")
             worker.busy_since = 0.0
             worker.current = None
-            keep = req.keep_alive and not worker.stopping
-            self.respond(req, resp, keep)
-            worker.requests += 1
-            self.answered += 1
-            if not keep:
-                self.state = CLOSING
-                # Later pipelined requests are not answered; linger so that the close
-                # does not reset the connection before the client reads this answer.
-                self.linger_on_close = i < n
+            if not self.answered(req, resp, t0, i < n):
                 return
             if self.out and i < n:
                 self.pending = deque(islice(reqs, i, None))
                 return
 
-    def respond(self, req, resp: Response, keep: bool) -> None:
+    def call_handler(self, req) -> Response:
+        """Run the handler for `req` (in a pool thread); never raises."""
+        handler = self.worker.handler
+        try:
+            if getattr(handler, "wants_connection", False):
+                return handler(req, self)
+            return handler(req)
+        except Exception:
+            log.exception("error handling %s %s", req.method, req.target)
+            return error_response(500, "Internal Server Error")
+
+    def answered(self, req, resp: Response, t0: float, more: bool) -> bool:
+        """Send `resp`; False when the connection takes no more requests."""
+        worker = self.worker
+        if self.state == CLOSED:
+            resp.close()
+            self._drop_body()
+            return False
+        keep = self.respond(req, resp, req.keep_alive and not worker.stopping, t0)
+        worker.requests += 1
+        self.served += 1
+        if self.body is not None:
+            self._drop_body()
+        if self.state == CLOSED:
+            return False
+        if not keep:
+            self.state = CLOSING
+            # Later pipelined requests are not answered; linger so that the close
+            # does not reset the connection before the client reads this answer.
+            self.linger_on_close = more
+            return False
+        return True
+
+    def respond(self, req, resp: Response, keep: bool, t0: float = 0.0) -> bool:
+        """Queue the head and body of `resp`; returns `keep`, turned off when the body is
+        delimited by the close."""
         worker = self.worker
         try:
             block = resp.block
@@ -147,12 +304,22 @@ class Connection:
             status_line = worker.status_line(500)
         status = resp.status
         body = resp.body
+        size = None
         if status in NO_BODY_STATUSES:
             length = ""
             head_only = True
         else:
-            length = f"Content-Length: {resp.length}\r\n"
             head_only = req.method == "HEAD"
+            size = resp.length
+            if size is not None:
+                length = f"Content-Length: {size}\r\n"
+            elif req.version == "HTTP/1.1":
+                length = CHUNKED
+                body.length = -1  # tells the stream to frame chunks
+            else:
+                length = ""
+                if not head_only:
+                    keep = False
         if not keep:
             end = CLOSE_END
         elif req.version == "HTTP/1.0":
@@ -162,26 +329,37 @@ class Connection:
         head = (status_line + worker.date_block + block + length + end).encode("latin-1")
         worker.by_status[status // 100] += 1
         if worker.access is not None:
-            worker.access(self.addr, req, status, 0 if head_only else resp.length)
+            worker.access(self.addr, req, status, 0 if head_only else size,
+                          perf_counter() - t0 if t0 else 0.0)
         if head_only:
             resp.close()
             self.write(head)
-        elif type(body) is FileBody or type(body) is Parts:
+            return keep
+        tbody = type(body)
+        if tbody is bytes:
+            self.write(head + body if body else head)
+        elif tbody is FileBody or tbody is Parts:
             if not body.count:
                 body.close()
                 self.write(head)
-                return
+                return keep
             # MSG_MORE: the head waits for the first bytes of the body to share a packet.
             self.write(head, MSG_MORE)
             if self.state == CLOSED:  # sending the head failed; the body has no reader
                 body.close()
-            elif type(body) is FileBody:
+            elif tbody is FileBody:
                 self.write(body)
             else:
                 self.out.extend(body.parts)
                 self.flush()
+        elif tbody is StreamBody:
+            self.write(head)
+            self.out.append(body)
+            if len(self.out) == 1:
+                self.flush()
         else:
-            self.write(head + body if body else head)
+            self.write(head + bytes(body))
+        return keep
 
     def reject(self, error) -> None:
         """Answer a protocol error, then close: the stream can no longer be trusted."""
@@ -224,7 +402,10 @@ class Connection:
         while out:
             item = out[0]
             try:
-                if type(item) is FileBody:
+                if type(item) is StreamBody:
+                    if not self.stream(item):
+                        return False
+                elif type(item) is FileBody:
                     while item.count:
                         sent = os.sendfile(self.fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
                         if sent == 0:  # the file shrank under us: the response is broken
@@ -247,9 +428,69 @@ class Connection:
             out.popleft()
         return True
 
+    def stream(self, item: StreamBody) -> bool:
+        """Send what the stream has until the socket is full (False) or it ends (True)."""
+        sock = self.sock
+        burst = STREAM_BURST
+        while True:
+            try:
+                piece = self.pull(item)
+            except Exception:
+                log.exception("error while streaming a response body to %s; closing", _peer(self.addr))
+                self.close()
+                return False
+            if piece is None:
+                return True
+            try:
+                sent = sock.send(piece)  # another OSError: flush() closes the connection
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent < len(piece):
+                self.out.appendleft(memoryview(piece)[sent:])
+                return False
+            burst -= sent
+            if burst <= 0:  # let the loop serve other connections; EPOLLOUT brings us back
+                return False
+
+    @staticmethod
+    def pull(item: StreamBody):
+        """The next bytes of a stream, framed; None once it has all gone out."""
+        if item.length == -1:  # set by respond(): chunked; then EXACT left of 0
+            mode, left = CHUNK, 0
+        elif item.length is None:
+            mode, left = UNTIL_CLOSE, 0
+        else:
+            mode, left = EXACT, item.length
+        try:
+            chunk = next(item.chunks)
+            while not chunk:
+                chunk = next(item.chunks)
+        except StopIteration:
+            item.chunks = _EMPTY
+            item.close()
+            if mode == CHUNK:
+                item.length = None  # the last chunk goes out once; then nothing
+                return b"0\r\n\r\n"
+            if mode == EXACT and left:
+                raise ValueError(f"the body ended {left} bytes short of its Content-Length")
+            return None
+        if type(chunk) is not bytes:
+            chunk = chunk.encode("utf-8") if type(chunk) is str else bytes(chunk)
+        if mode == CHUNK:
+            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        if mode == EXACT:
+            if len(chunk) >= left:
+                if len(chunk) > left:
+                    log.error("a response body is longer than its Content-Length; cut")
+                    chunk = chunk[:left]
+                item.chunks = _EMPTY
+                item.close()
+            item.length = left - len(chunk)
+        return chunk
+
     def after_write(self) -> None:
         """Register for what the connection waits on next, or close it."""
-        if self.state == CLOSED:
+        if self.state == CLOSED or self.busy:
             return
         if self.out:
             if not self.writing:
@@ -262,9 +503,31 @@ class Connection:
             else:
                 self.close()
             return
+        parser = self.parser
+        if parser is not None and parser.pending is not None and self.pending is None:
+            p = parser.pending
+            if p.expect_continue and p is not self.continued:
+                self.continued = p
+                self.answer_expect(p)
+                self.after_write()
+                return
         if self.writing:
             self.writing = False
             self.worker.watch_read(self)
+
+    def answer_expect(self, req) -> None:
+        """It is the turn of a request that waits for `100 Continue` before its body:
+        accept it, or answer it now (the handler's check_expect) and close."""
+        check = getattr(self.worker.handler, "check_expect", None)
+        resp = check(req) if check is not None else None
+        if resp is None:
+            self.write(CONTINUE)
+            return
+        self.respond(req, resp, False)
+        self.worker.requests += 1
+        if self.state != CLOSED:
+            self.state = CLOSING
+            self.linger_on_close = True  # the client may send the body anyway
 
     def linger(self) -> None:
         try:
@@ -299,8 +562,22 @@ class Connection:
         for item in self.out:
             if type(item) is FileBody:
                 item.close()
+            elif type(item) is StreamBody:
+                try:
+                    item.close()
+                except Exception:
+                    log.exception("error closing a response body")
         self.out.clear()
         self.pending = None
+        if type(self.spool) is not list and self.spool is not None:
+            self.spool.close()
+        self.spool = self.spool_req = None
+        for body in (self.spooled or {}).values():
+            if type(body) is not bytes:
+                body.close()
+        self.spooled = None
+        if not self.busy:  # else the pool thread may still read it; finish() drops it
+            self._drop_body()
         self.worker.forget(self)
         try:
             self.sock.close()

@@ -1,10 +1,11 @@
 """What a handler returns, and what the connection sends.
 
-A handler (static files now; App and WSGI later) takes a parsed request and returns a
+A handler (static files, an App, a WSGI application) takes a parsed request and returns a
 `Response`: a status, its own headers, and a body that is bytes, a `FileBody` (an open
-file descriptor sent with os.sendfile) or `Parts` (bytes and FileBody pieces in order, for
-multipart/byteranges). The connection adds Date, Server, Content-Length and Connection; it
-owns the socket, the handler never sees it.
+file descriptor sent with os.sendfile), `Parts` (bytes and FileBody pieces in order, for
+multipart/byteranges) or a `StreamBody` (an iterable of bytes pulled as the socket takes
+them). The connection adds Date, Server, Content-Length (or Transfer-Encoding: chunked for
+a stream of unknown length) and Connection; it owns the socket, the handler never sees it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,25 @@ class Parts:
                 part.close()
 
 
+class StreamBody:
+    """An iterable of bytes sent as the socket takes it: with Content-Length when `length`
+    is known (then exactly `length` bytes go out), else chunked on HTTP/1.1 and
+    close-delimited on HTTP/1.0. `close()` closes the iterable (PEP 3333 asks that it is
+    always called), once."""
+
+    __slots__ = ("chunks", "length", "_close")
+
+    def __init__(self, iterable, length: int | None = None) -> None:
+        self.chunks = iter(iterable)
+        self.length = length
+        self._close = getattr(iterable, "close", None)
+
+    def close(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            close()
+
+
 class Response:
     """`block`, when set, is `headers` already serialized by the parser module's
     header_block() (so already validated): a cache for answers that repeat."""
@@ -80,21 +100,26 @@ class Response:
     __slots__ = ("status", "headers", "body", "block")
 
     def __init__(self, status: int = 200, headers: List[Tuple[str, str]] | None = None,
-                 body: Union[bytes, FileBody, Parts] = b"", block: str | None = None) -> None:
+                 body: Union[bytes, FileBody, Parts, StreamBody] = b"", block: str | None = None) -> None:
         self.status = status
         self.headers = headers if headers is not None else []
         self.body = body
         self.block = block
 
     @property
-    def length(self) -> int:
+    def length(self) -> int | None:
+        """Body bytes, or None for a stream of unknown length."""
         body = self.body
-        kind = type(body)
-        return body.count if kind is FileBody or kind is Parts else len(body)
+        t = type(body)
+        if t is FileBody or t is Parts:
+            return body.count
+        if t is StreamBody:
+            return body.length
+        return len(body)
 
     def close(self) -> None:
-        kind = type(self.body)
-        if kind is FileBody or kind is Parts:
+        t = type(self.body)
+        if t is FileBody or t is Parts or t is StreamBody:
             self.body.close()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import faulthandler
+import json
 import logging
 import os
 import random
@@ -24,6 +25,7 @@ from prefork import __version__
 from prefork import parser as parser_choice
 from prefork.config import Config
 from prefork.connection import LINGER, LINGER_SECONDS, OPEN, Connection, clf_time
+from prefork.pool import HandlerPool
 from prefork.sockets import Listener
 from prefork.static import StaticFiles
 
@@ -69,6 +71,8 @@ class Worker:
         self._date_second = -1
         self.conns: Dict[int, Connection] = {}
         self.access = None
+        self.pool: Optional[HandlerPool] = None  # --threads N > 1
+        self.spool_threshold = cfg.spool_threshold
 
     # ------------------------------------------------------------------ set-up (child)
 
@@ -111,12 +115,20 @@ class Worker:
         self.header_block = module.header_block
         self.status_line = module.status_line
         if self.handler is None:
-            self.handler = StaticFiles(cfg.root, listing=cfg.listing, serve_dotfiles=cfg.serve_dotfiles,
-                                       follow_symlinks=cfg.follow_symlinks, max_age=cfg.static_max_age)
+            if cfg.app is not None:
+                from prefork.loader import make_handler
+
+                self.handler = make_handler(cfg)
+            else:
+                self.handler = StaticFiles(cfg.root, listing=cfg.listing, serve_dotfiles=cfg.serve_dotfiles,
+                                           follow_symlinks=cfg.follow_symlinks, max_age=cfg.static_max_age)
         if cfg.access_log:
-            self.access = AccessLog(cfg.access_log)
+            self.access = AccessLog(cfg.access_log, cfg.access_log_format)
         self.ep = select.epoll()
         self.ep.register(self._wake_r, select.EPOLLIN)
+        if cfg.threads > 1:
+            self.pool = HandlerPool(cfg.threads)
+            self.ep.register(self.pool.fd, select.EPOLLIN)
         self._accepting = False
         self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
         self._set_accepting(True)
@@ -137,7 +149,12 @@ class Worker:
 
     def _on_hang_signal(self, signum, frame) -> None:
         req = self.current
-        if req is not None:
+        if self.pool is not None:
+            now = time.monotonic()
+            for running, start in list(self.pool.running.values()):
+                log.error("worker %d hung in %s %s %s for %.1fs (stacks above)", os.getpid(),
+                          running.method, running.target, running.version, now - start)
+        elif req is not None:
             log.error("worker %d hung in %s %s %s for %.1fs (stacks above)", os.getpid(),
                       req.method, req.target, req.version, time.monotonic() - self.busy_since)
         else:
@@ -150,6 +167,8 @@ class Worker:
         conns = self.conns
         listen_fds = self._listen_fds
         wake_r = self._wake_r
+        pool = self.pool
+        pool_fd = pool.fd if pool is not None else -1
         next_tick = self.now + 1.0
         stop_deadline = None
         while True:
@@ -162,6 +181,8 @@ class Worker:
                         conn.on_writable()
                     else:
                         conn.on_readable()
+                elif fd == pool_fd:
+                    pool.drain()
                 elif fd in listen_fds:
                     self._accept(listen_fds[fd])
                 elif fd == wake_r:
@@ -228,6 +249,13 @@ class Worker:
     def watch_read(self, conn: Connection) -> None:
         self.ep.modify(conn.fd, READ)
 
+    def pause(self, conn: Connection) -> None:
+        """Out of epoll while its request is in the pool: nothing to read or write."""
+        self.ep.unregister(conn.fd)
+
+    def resume(self, conn: Connection) -> None:
+        self.ep.register(conn.fd, READ)
+
     def forget(self, conn: Connection) -> None:
         if self.conns.pop(conn.fd, None) is not None:
             try:
@@ -249,6 +277,8 @@ class Worker:
         keepalive = self.cfg.keepalive
         stalled = self.cfg.timeout
         for conn in list(self.conns.values()):
+            if conn.busy:  # its handler is running; a slow handler is not a stalled client
+                continue
             idle = now - conn.last_active
             if conn.state == LINGER:
                 if idle > LINGER_SECONDS:
@@ -272,7 +302,8 @@ class Worker:
             c = self.by_status
             os.write(self.status_fd, STATUS.pack(
                 STATUS_MAGIC, self.requests, c[1], c[2], c[3], c[4], c[5], len(self.conns),
-                FLAG_RETIRING if self.retiring else 0, self.busy_since))
+                FLAG_RETIRING if self.retiring else 0,
+                self.pool.oldest() if self.pool is not None else self.busy_since))
         except BlockingIOError:
             pass  # the master is busy; the next beat will do
         except OSError:
@@ -295,10 +326,12 @@ class Worker:
         for conn in list(self.conns.values()):
             # Idle between keep-alive requests: close. A connection that has not sent its
             # first request yet (just drained from the queue) gets to send it.
-            if conn.state == OPEN and conn.answered and conn.is_idle():
+            if conn.state == OPEN and conn.served and conn.is_idle():
                 conn.close()
 
     def _shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
         for conn in list(self.conns.values()):
             conn.close()
         if self.access is not None:
@@ -319,23 +352,35 @@ def set_process_title(title: str) -> None:
 
 
 class AccessLog:
-    """Combined log format; one buffered write per line, flushed once a second."""
+    """Combined log format plus the request time in seconds, or one JSON object per line;
+    one buffered write per line, flushed once a second. The request time runs from the
+    handler's call to its answer being queued."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, fmt: str = "combined") -> None:
         self.target = target
         self.stream = self._open()
         self._second = -1
         self._stamp = ""
+        self.json = fmt == "json"
 
-    def __call__(self, addr, req, status: int, length: int) -> None:
+    def __call__(self, addr, req, status: int, length: Optional[int], duration: float = 0.0) -> None:
         wall = time.time()
         if int(wall) != self._second:
             self._second = int(wall)
             self._stamp = clf_time(wall)
         host = addr[0] if isinstance(addr, tuple) else "-"
-        referer = req.header("referer", "-")
-        agent = req.header("user-agent", "-")
-        line = f'{host} - - [{self._stamp}] "{req.method} {req.target} {req.version}" {status} {length} "{_q(referer)}" "{_q(agent)}"\n'
+        if self.json:
+            line = json.dumps({
+                "remote_addr": host, "time": self._stamp, "method": req.method,
+                "target": req.target, "version": req.version, "status": status,
+                "bytes": length, "referer": req.header("referer"),
+                "user_agent": req.header("user-agent"), "request_time": round(duration, 6),
+            }) + "\n"
+        else:
+            referer = req.header("referer", "-")
+            agent = req.header("user-agent", "-")
+            line = (f'{host} - - [{self._stamp}] "{req.method} {_q(req.target)} {req.version}" {status} '
+                    f'{"-" if length is None else length} "{_q(referer)}" "{_q(agent)}" {duration:.6f}\n')
         self.stream.write(line)
 
     def _open(self):

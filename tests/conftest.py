@@ -15,6 +15,7 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APPS = os.path.join(ROOT, "tests", "apps")  # applications the end-to-end tests serve
 REQUIRE_EXTENSION = os.environ.get("PREFORK_REQUIRE_EXTENSION", "") not in ("", "0")
 
 try:
@@ -147,10 +148,17 @@ def start_server(parser_name, docroot):
     """start_server(*extra_args, workers=1) → a started Server; stopped at teardown."""
     servers = []
 
-    def start(*extra, workers: int = 1, root=None, env=None) -> Server:
+    def start(*extra, workers: int = 1, root=None, env=None, app=None, cwd=None, pythonpath=()) -> Server:
+        """`app` is a MODULE:APP spec; `pythonpath` folders are put first on PYTHONPATH
+        (test applications live in tests/apps); `cwd` is the server's working folder."""
         args = ["--bind", "127.0.0.1:0", "--workers", str(workers), "--root", str(root or docroot),
                 "--parser", parser_name, *extra]
-        srv = Server(args, env=env)
+        if app is not None:
+            args.append(app)
+        env = dict(env or {})
+        if pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), ROOT, os.environ.get("PYTHONPATH", "")])
+        srv = Server(args, cwd=cwd, env=env)
         servers.append(srv)
         return srv.start(workers)
 

@@ -1,0 +1,83 @@
+"""Loading the application named on the command line, and the handler that serves it.
+
+`module:name` names an object; `module:factory()` names a callable that builds one. The
+object is either a prefork `App` or any PEP 3333 callable. The master imports the module
+before it forks (`import_app`), so that a typo fails at once with exit code 4 and the
+workers share the imported code; a factory is called in each worker (`make_handler`),
+after the fork, so that what it opens (database connections, threads) is the worker's own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any, Callable, Tuple
+
+# Exit code of the command when the application cannot be loaded (1 is "cannot bind",
+# 2 a bad command line, 3 a worker that could not boot).
+EXIT_APP_ERROR = 4
+
+
+class AppLoadError(Exception):
+    """The application cannot be loaded; the message is the one line the user sees."""
+
+
+def import_app(spec: str) -> Tuple[Any, bool]:
+    """Import `spec` and return (object, is_factory). Raises AppLoadError."""
+    module_name, _, name = spec.partition(":")
+    is_factory = name.endswith("()")
+    if is_factory:
+        name = name[:-2]
+    cwd = os.getcwd()
+    if cwd not in sys.path:  # as gunicorn does: the application's folder is importable
+        sys.path.insert(0, cwd)
+    try:
+        __import__(module_name)
+        obj: Any = sys.modules[module_name]
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise AppLoadError(f"cannot load {spec!r}: no module named {exc.name!r}") from None
+        raise AppLoadError(f"cannot load {spec!r}: {_where(exc)}") from None
+    except Exception as exc:  # anything the module raised while it was imported
+        raise AppLoadError(f"cannot load {spec!r}: {_where(exc)}") from None
+    for part in name.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppLoadError(f"cannot load {spec!r}: module {module_name!r} has no attribute "
+                               f"{name!r}") from None
+    if not callable(obj):
+        kind = "factory" if is_factory else "application"
+        raise AppLoadError(f"cannot load {spec!r}: the {kind} is not callable "
+                           f"(it is {type(obj).__name__})")
+    return obj, is_factory
+
+
+def make_handler(cfg) -> Callable:
+    """The worker's handler for `cfg.app`: the App itself, or a WSGI adapter around it."""
+    from prefork.app import App
+    from prefork.wsgi import WSGIHandler
+
+    obj, is_factory = import_app(cfg.app)
+    if is_factory:
+        obj = obj()
+        if not callable(obj):
+            raise AppLoadError(f"{cfg.app!r} returned {type(obj).__name__}, not an application")
+    if isinstance(obj, App):
+        obj.configure(root_path=cfg.root_path)
+        return obj
+    return WSGIHandler(obj, root_path=cfg.root_path, multithread=cfg.threads > 1,
+                       multiprocess=cfg.workers > 1)
+
+
+def _where(exc: BaseException) -> str:
+    """`Type: message (file:line)` of the innermost frame: one line that says what broke."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{text}"
+    if frames:
+        last = frames[-1]
+        text += f" ({last.filename}:{last.lineno})"
+    return text
