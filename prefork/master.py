@@ -311,6 +311,13 @@ class Master:
         if pid == 0:  # the child
             code = 1
             try:
+                # Until the worker installs its own handlers, a signal must not land in
+                # the master's (which only record, into a pipe the child no longer reads):
+                # a TERM during boot would be lost and the master would wait it out.
+                signal.set_wakeup_fd(-1)
+                for sig in HANDLED_SIGNALS:
+                    signal.signal(sig, signal.SIG_IGN if sig in (signal.SIGTTIN, signal.SIGTTOU)
+                                  else signal.SIG_DFL)
                 os.close(read_fd)
                 self.selector.close()
                 os.close(self._wake_r)
@@ -338,7 +345,7 @@ class Master:
         handle = WorkerHandle(pid, index, read_fd, now)
         self.workers[pid] = handle
         self.selector.register(read_fd, selectors.EVENT_READ, handle)
-        log.info("Booted worker %d (pid %d)", index, pid)
+        log.debug("forked worker %d (pid %d)", index, pid)
 
     def _read_status(self, handle: WorkerHandle) -> None:
         try:
@@ -365,7 +372,7 @@ class Master:
             handle.connections, flags, handle.busy_since = record[7:10]
             if not handle.ready:
                 handle.ready = True
-                log.debug("worker %d (pid %d) is ready", handle.index, handle.pid)
+                log.info("Booted worker %d (pid %d)", handle.index, handle.pid)
             if flags & FLAG_RETIRING and not handle.retiring:
                 handle.retiring = True
                 handle.cause = handle.cause or "max_requests"
