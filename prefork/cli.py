@@ -228,14 +228,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"prefork-http: error: --parser cython: {exc}", file=sys.stderr)
         return 2
     if cfg.app is not None:
-        # Import it here, before anything binds or forks, so that a typo is one line and
-        # exit code 4 instead of a crash loop; the workers inherit the imported module.
-        from prefork.loader import EXIT_APP_ERROR, AppLoadError, import_app
+        # Try the import in a throwaway child, before anything binds: a typo is one line
+        # and exit code 4 instead of a crash loop, and the master stays free of the
+        # application, so that each worker (and each reload) imports it fresh.
+        from prefork.loader import EXIT_APP_ERROR, check_importable
 
-        try:
-            import_app(cfg.app)
-        except AppLoadError as exc:
-            print(f"prefork-http: error: {exc}", file=sys.stderr)
+        error = check_importable(cfg.app, cfg.boot_timeout)
+        if error:
+            print(f"prefork-http: error: {error}", file=sys.stderr)
             return EXIT_APP_ERROR
     from prefork.master import Master
 

@@ -1,10 +1,12 @@
 """Loading the application named on the command line, and the handler that serves it.
 
 `module:name` names an object; `module:factory()` names a callable that builds one. The
-object is either a prefork `App` or any PEP 3333 callable. The master imports the module
-before it forks (`import_app`), so that a typo fails at once with exit code 4 and the
-workers share the imported code; a factory is called in each worker (`make_handler`),
-after the fork, so that what it opens (database connections, threads) is the worker's own.
+object is either a prefork `App` or any PEP 3333 callable. Before anything binds, a
+throwaway child process imports it (`check_importable`), so that a typo fails at once with
+one line and exit code 4; the master itself never imports the application, so each worker
+imports it fresh after the fork: `kill -HUP` loads new code, and nothing the module opens
+at import time (a database connection, a thread) is shared between processes. A factory
+is called in each worker (`make_handler`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,39 @@ def import_app(spec: str) -> Tuple[Any, bool]:
         raise AppLoadError(f"cannot load {spec!r}: the {kind} is not callable "
                            f"(it is {type(obj).__name__})")
     return obj, is_factory
+
+
+def check_importable(spec: str, timeout: float) -> "str | None":
+    """Import `spec` in a forked child; the one-line error, or None when it loads."""
+    import select
+    import signal
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(read_fd)
+            import_app(spec)
+        except AppLoadError as exc:
+            os.write(write_fd, str(exc).encode("utf-8", "replace")[:4000])
+            code = EXIT_APP_ERROR
+        except BaseException as exc:  # noqa: BLE001 - the child must always exit here
+            os.write(write_fd, f"cannot load {spec!r}: {_where(exc)}".encode("utf-8", "replace")[:4000])
+            code = EXIT_APP_ERROR
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        ready, _, _ = select.select([read_fd], [], [], timeout)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            return f"cannot load {spec!r}: importing it took longer than {timeout:g}s"
+        message = os.read(read_fd, 8192).decode("utf-8", "replace")
+    finally:
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+    return message or None
 
 
 def make_handler(cfg) -> Callable:

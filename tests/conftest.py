@@ -221,7 +221,8 @@ class Load:
     `max_requests` is reached. Each request uses a new connection (`keepalive=False`), or
     a kept-alive one that is reopened and the request retried only when the server closed
     it before sending any byte of an answer (what HTTP clients do for idempotent requests,
-    RFC 9112 §9.3.1). Failures: anything else that is not a complete, correct answer."""
+    RFC 9112 §9.3.1). Failures: anything else that is not a complete, correct answer, as
+    (monotonic time the connection was established, what happened)."""
 
     def __init__(self, address, path: str, expect: bytes, threads: int = 4,
                  keepalive: bool = False, max_requests: int = 100_000, max_seconds: float = 60) -> None:
@@ -277,6 +278,7 @@ class Load:
     def _run(self) -> None:
         sock = None
         reused = False
+        connected_at = 0.0
         while not self._stop.is_set() and time.monotonic() < self.deadline:
             with self._lock:
                 if self.ok + len(self.failures) >= self.max_requests:
@@ -285,6 +287,7 @@ class Load:
                 if sock is None:
                     try:
                         sock = self._connect()
+                        connected_at = time.monotonic()
                     except ConnectionRefusedError:
                         with self._lock:
                             self.refused += 1
@@ -304,7 +307,7 @@ class Load:
                     if good:
                         self.ok += 1
                     else:
-                        self.failures.append("wrong answer")
+                        self.failures.append((connected_at, "wrong answer"))
                 if self.keepalive:
                     reused = True
                 else:
@@ -312,7 +315,7 @@ class Load:
                     sock = None
             except Exception as exc:  # noqa: BLE001 - every other outcome is a failure
                 with self._lock:
-                    self.failures.append(repr(exc))
+                    self.failures.append((connected_at, repr(exc)))
                 if sock is not None:
                     sock.close()
                 sock = None

@@ -121,10 +121,21 @@ def test_term_under_load_completes_in_flight_and_exits_0(launch, docroot):
     srv = launch(workers=2)
     with Load(srv.address, "/mid.bin", expect, threads=4, keepalive=False, max_seconds=30) as load:
         load.wait_for_ok(50)
+        answered_before = load.ok
+        term_sent = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(20) == 0
         load.stop()
-    assert load.failures == [], load.failures[:10]
+    # Every connection established before the TERM (in flight, or queued in the kernel) is
+    # answered in full. One that connects while the last listener closes may be reset:
+    # that client raced the shutdown and was never accepted.
+    early = [f for f in load.failures if f[0] < term_sent]
+    assert early == [], early
+    late = [f for f in load.failures if f[0] >= term_sent]
+    assert all("ConnectionResetError" in what or "closed before a full head; got b''" in what
+               for _, what in late), late
+    assert len(late) <= 4, late
+    assert load.ok > answered_before  # the in-flight responses completed after the TERM
     assert not srv.children()
 
 
@@ -227,3 +238,76 @@ def test_usr2_hands_over_to_a_new_master_without_failed_requests(launch, tmp_pat
             wait_until(lambda: not os.path.exists(f"/proc/{new_pid}") or
                        open(f"/proc/{new_pid}/stat").read().split(")")[-1].split()[0] == "Z",
                        timeout=20, what="new master exit")
+
+
+def test_hung_handler_is_killed_with_its_stack_in_the_log(launch):
+    from conftest import APPS
+    srv = launch("--timeout", "2", "hang_app:app", workers=1, env={"PYTHONPATH": os.pathsep.join([APPS, ROOT])})
+    victim = srv.children()[0]
+    stuck = srv.connect(timeout=20)
+    stuck.sendall(b"GET /sleep HTTP/1.1\r\nHost: t\r\n\r\n")
+    srv.wait_for(r"silent for \d+s: dumping its stacks", timeout=15)
+    srv.wait_for(r"hung in GET /sleep HTTP/1.1", timeout=5)
+    srv.wait_for(r"Booted worker", timeout=10)
+    text = "".join(srv.log)
+    assert 'hang_app.py", line' in text and "sleep_forever" in text  # faulthandler's frame
+    assert victim not in srv.children()
+    assert stuck.recv(1024) == b""  # its connection died with it
+    stuck.close()
+    with srv.connect() as s:
+        s.sendall(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(s)[::2] == (200, b"ok")
+
+
+def test_hung_handler_in_a_thread_is_detected_while_the_loop_still_beats(launch):
+    from conftest import APPS
+    srv = launch("--timeout", "2", "--threads", "2", "hang_app:app", workers=1,
+                 env={"PYTHONPATH": os.pathsep.join([APPS, ROOT])})
+    stuck = srv.connect(timeout=20)
+    stuck.sendall(b"GET /sleep HTTP/1.1\r\nHost: t\r\n\r\n")
+    srv.wait_for(r"in one request for \d+s: dumping its stacks", timeout=15)
+    srv.wait_for(r"hung in GET /sleep HTTP/1.1", timeout=5)
+    srv.wait_for(r"Booted worker", timeout=10)
+    assert "sleep_forever" in "".join(srv.log)
+    stuck.close()
+
+
+def test_app_that_fails_to_import_stops_before_any_fork(docroot):
+    from conftest import APPS
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([APPS, ROOT]))
+    proc = subprocess.run([sys.executable, "-m", "prefork", "--bind", "127.0.0.1:0", "--workers", "4",
+                           "--log-level", "debug", "broken_import:app"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 4
+    assert "this module fails on import" in proc.stderr
+    assert "forked worker" not in proc.stderr and "Listening" not in proc.stderr
+
+
+def test_factory_failing_in_workers_forks_at_most_once_per_slot(docroot):
+    from conftest import APPS
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([APPS, ROOT]))
+    proc = subprocess.run([sys.executable, "-m", "prefork", "--bind", "127.0.0.1:0", "--workers", "3",
+                           "--log-level", "debug", "demo_factory:broken()"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 3
+    assert "factory failed" in proc.stderr
+    assert proc.stderr.count("forked worker") <= 3
+
+
+def test_hup_loads_new_application_code(launch, tmp_path):
+    app_dir = tmp_path / "code"
+    app_dir.mkdir()
+    (app_dir / "versioned.py").write_text("from prefork import App\napp = App()\n"
+                                          "@app.get('/v')\ndef v(req):\n    return 'v1'\n")
+    srv = launch("--chdir", str(app_dir), "versioned:app", workers=2)
+    with srv.connect() as s:
+        s.sendall(b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(s)[::2] == (200, b"v1")
+    (app_dir / "versioned.py").write_text("from prefork import App\napp = App()\n"
+                                          "@app.get('/v')\ndef v(req):\n    return 'v2'\n")
+    before = srv.children()
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: not set(before) & set(srv.children()), timeout=20, what="old workers gone")
+    with srv.connect() as s:
+        s.sendall(b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(s)[::2] == (200, b"v2")
