@@ -698,6 +698,12 @@ cdef class RequestParser:
         self._checked = self._checked - pos if self._checked > pos else 0
         return out
 
+    @property
+    def buffered(self):
+        """Bytes received and kept that belong to no completed request yet (a head still
+        arriving, or the start of a chunk line): what a header timeout watches."""
+        return self._len - self._pos
+
     def take_body(self):
         """The body bytes received so far for `pending`, which the parser then forgets:
         the completed Request.body holds only what arrived after the last call. Lets the

@@ -66,6 +66,7 @@ def outcome(mod, chunks, limits, taken=None):
         [tuple(getattr(r, f) for f in FIELDS) + (r.header("host"), r.header("x-a")) for r in reqs],
         (type(err), str(err), err.status) if err is not None else None,
         None if pending is None else (pending.method, pending.target, pending.chunked, pending.expect_continue),
+        parser.buffered,
     )
 
 
