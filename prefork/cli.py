@@ -74,6 +74,16 @@ def _size(text: str) -> int:
     return int(digits) * scale
 
 
+def _networks(text: str) -> str:
+    from prefork.proxy import parse_networks
+
+    try:
+        parse_networks(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _bind(text: str):
     try:
         return parse_bind(text)
@@ -124,6 +134,19 @@ def build_argparser() -> argparse.ArgumentParser:
                    help="seconds a graceful stop may take (default %(default)s)")
     p.add_argument("--keepalive", type=_positive_float, default=d.keepalive,
                    help="idle seconds before a keep-alive connection closes (default %(default)s)")
+    p.add_argument("--header-timeout", type=_positive_float, default=d.header_timeout,
+                   help="seconds a request head may take to arrive, else 408 (default %(default)s)")
+    p.add_argument("--body-timeout", type=_positive_float, default=d.body_timeout,
+                   help="longest silence while a request body arrives, else 408 (default %(default)s)")
+    p.add_argument("--write-timeout", type=_positive_float, default=d.write_timeout,
+                   help="longest stall while a client does not read, then close (default %(default)s)")
+    p.add_argument("--forwarded-allow-ips", type=_networks, default=d.forwarded_allow_ips, metavar="IPS",
+                   help="addresses and CIDRs (comma-separated, '*' for all) whose X-Forwarded-For, "
+                        "X-Forwarded-Proto, Forwarded and PROXY headers are believed; unix-socket "
+                        "peers always are (default %(default)s)")
+    p.add_argument("--proxy-protocol", action="store_true",
+                   help="trusted peers begin each connection with a PROXY protocol v1 or v2 header "
+                        "(HAProxy send-proxy / send-proxy-v2)")
     p.add_argument("--backlog", type=_positive_int, default=d.backlog,
                    help="listen queue length (default %(default)s)")
     p.add_argument("--max-connections", type=_positive_int, default=d.max_connections,
@@ -194,6 +217,11 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
             metrics_bind=inherited_metrics_bind() or ns.metrics_bind,
             graceful_timeout=ns.graceful_timeout,
             keepalive=ns.keepalive,
+            header_timeout=ns.header_timeout,
+            body_timeout=ns.body_timeout,
+            write_timeout=ns.write_timeout,
+            forwarded_allow_ips=ns.forwarded_allow_ips,
+            proxy_protocol=ns.proxy_protocol,
             backlog=ns.backlog,
             max_connections=ns.max_connections,
             access_log=ns.access_log,

@@ -85,6 +85,11 @@ class Config:
     metrics_bind: Optional[BindSpec] = None  # Prometheus text on this address
     graceful_timeout: float = 30.0  # how long a graceful stop may take
     keepalive: float = 5.0  # idle seconds before a keep-alive connection is closed
+    header_timeout: float = 20.0  # a request head must arrive whole within this (slowloris)
+    body_timeout: float = 30.0  # longest silence while a request body arrives
+    write_timeout: float = 30.0  # longest stall while a client does not read its answer
+    forwarded_allow_ips: str = "127.0.0.1,::1"  # peers whose X-Forwarded-*/PROXY are believed
+    proxy_protocol: bool = False  # trusted peers start each connection with a PROXY header
     backlog: int = 2048
     max_connections: int = 1000  # per worker; a full worker stops accepting
     access_log: Optional[str] = None  # None: off; "-": stdout; else a file path
@@ -112,7 +117,8 @@ class Config:
             raise ConfigError(f"--workers must be at least 1 (got {self.workers})")
         if self.parser not in ("auto", "cython", "python"):
             raise ConfigError(f"--parser must be auto, cython or python (got {self.parser!r})")
-        for name in ("timeout", "boot_timeout", "graceful_timeout", "keepalive"):
+        for name in ("timeout", "boot_timeout", "graceful_timeout", "keepalive",
+                     "header_timeout", "body_timeout", "write_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be greater than 0")
         for name in ("backlog", "max_connections", "limit_request_line",

@@ -29,7 +29,8 @@ from collections import deque
 from itertools import islice
 from time import perf_counter
 
-from prefork.errors import ResponseHeadError
+from prefork.errors import ParseError, ResponseHeadError
+from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
 from prefork.response import NO_BODY_STATUSES, FileBody, Parts, Response, StreamBody, error_response
 
 log = logging.getLogger("prefork.error")
@@ -49,6 +50,11 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 EXACT, CHUNK, UNTIL_CLOSE = range(3)
 _EMPTY = iter(())
 
+class RequestTimeout(ParseError):
+    status = 408
+    reason = "Request Timeout"
+
+
 # Connection states.
 OPEN, CLOSING, LINGER, CLOSED = range(4)
 
@@ -58,6 +64,7 @@ class Connection:
         "worker", "sock", "fd", "addr", "parser", "out", "pending", "state",
         "last_active", "writing", "linger_on_close", "served",
         "busy", "body", "spooled", "spool_req", "spool", "spool_size", "continued", "local",
+        "head_started", "proxy", "trusted",
     )
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
@@ -83,6 +90,10 @@ class Connection:
         self.spool_size = 0
         self.continued = None  # the request that got its 100 Continue or refusal
         self.local = None  # getsockname(), asked once
+        self.head_started = 0.0  # when the head now arriving began; 0.0: none is arriving
+        self.trusted = worker.trusted.trusts(addr)  # may it speak for the client?
+        # Bytes of a PROXY protocol header still expected from a trusted peer, else None.
+        self.proxy = b"" if worker.proxy_protocol and self.trusted else None
 
     # ------------------------------------------------------------------ events
 
@@ -105,8 +116,17 @@ class Connection:
             else:
                 self.close()
             return
+        if self.proxy is not None:
+            data = self.proxy_header(data)
+            if not data:
+                return
         parser = self.parser
         reqs = parser.feed(data)
+        if parser.buffered and parser.pending is None:
+            if not self.head_started:
+                self.head_started = self.worker.now
+        else:
+            self.head_started = 0.0
         if parser.pending is not None or self.spool_req is not None:
             self.collect_body(reqs)
             if self.state == CLOSED:
@@ -149,6 +169,38 @@ class Connection:
                 self.handle(pending)
         if self.pending is None and not self.busy and self.state == OPEN and self.parser.error is not None:
             self.reject(self.parser.error)
+        self.after_write()
+
+    def proxy_header(self, data: bytes) -> bytes:
+        """Take the PROXY header that a trusted peer sends first; what follows it."""
+        buf = self.proxy + data
+        try:
+            found = parse_proxy_header(buf)
+        except ProxyProtocolError as exc:
+            log.warning("closing a connection from %s: %s", _peer(self.addr), exc)
+            self.close()
+            return b""
+        if found is None:
+            self.proxy = buf
+            return b""
+        used, client = found
+        self.proxy = None
+        if client is not None:
+            self.addr = client
+        return buf[used:]
+
+    def client(self, req) -> tuple:
+        """(client host, scheme) for `req`: the peer's, unless a trusted peer says otherwise
+        in Forwarded / X-Forwarded-For / X-Forwarded-Proto."""
+        addr = self.addr
+        host = addr[0] if isinstance(addr, tuple) else ""
+        if self.trusted and self.worker.trusted:
+            return forwarded_client(req.headers, host, self.worker.trusted)
+        return host, "http"
+
+    def time_out(self, what: str) -> None:
+        """A request that did not arrive in time: 408, then close."""
+        self.reject(RequestTimeout(what))
         self.after_write()
 
     # ------------------------------------------------------------------ bodies
@@ -329,7 +381,8 @@ class Connection:
         head = (status_line + worker.date_block + block + length + end).encode("latin-1")
         worker.by_status[status // 100] += 1
         if worker.access is not None:
-            worker.access(self.addr, req, status, 0 if head_only else size,
+            worker.access(self.client(req)[0] if self.trusted else self.addr, req, status,
+                          0 if head_only else size,
                           perf_counter() - t0 if t0 else 0.0)
         if head_only:
             resp.close()
@@ -547,13 +600,9 @@ class Connection:
 
     def is_idle(self) -> bool:
         """Between requests: nothing half-received, nothing to answer or send."""
-        return not self.out and self.pending is None and self.parser is not None and \
-            self.parser.pending is None and not self.parser_has_partial()
-
-    def parser_has_partial(self) -> bool:
-        # A request whose head is still arriving is not idle; the parser keeps those
-        # bytes, so ask it. The twins expose it as `buffered` where built; fall back.
-        return bool(getattr(self.parser, "buffered", 0))
+        parser = self.parser
+        return not self.out and self.pending is None and not self.busy and parser is not None \
+            and parser.pending is None and not parser.buffered
 
     def close(self) -> None:
         if self.state == CLOSED:

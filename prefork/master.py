@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import selectors
 import signal
 import sys
@@ -98,6 +99,7 @@ class Master:
         if parser_name == "python" and cfg.parser == "auto":
             log.warning("the Cython parser is not built (%s); using the pure-Python parser",
                         parser_choice.CYTHON_IMPORT_ERROR)
+        raise_fd_limit(cfg.max_connections + 64)
         try:
             self.listeners = open_listeners(cfg.binds, cfg.backlog)
             if cfg.metrics_bind is not None:
@@ -491,6 +493,19 @@ class Master:
                 if exc.errno != errno.ENOENT:
                     log.warning("cannot remove pid file: %s", exc)
         log.info("Shutting down")
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Each worker may hold --max-connections sockets (plus files and pipes): raise the
+    soft RLIMIT_NOFILE towards the hard one, as nginx's worker_rlimit_nofile does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning("open files are limited to %d (hard limit); --max-connections needs about %d",
+                    target, needed)
 
 
 def _record_only(signum, frame) -> None:

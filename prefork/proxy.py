@@ -149,7 +149,8 @@ def forwarded_client(headers, peer_host: str, trusted: "TrustedProxies", scheme:
     """(client host, scheme) as claimed by a trusted peer, from Forwarded (RFC 7239) or else
     X-Forwarded-For / X-Forwarded-Proto. The hop list is read from the right, each hop
     added by the proxy after it: the client is the first hop that is not itself a trusted
-    proxy (so a client cannot spoof the list by sending its own header first)."""
+    proxy (so a client cannot spoof the list by sending its own header first). A hop that
+    is not an IP address ends the walk."""
     forwarded = [v for k, v in headers if k == "forwarded"]
     hops: List[str] = []
     proto = scheme
@@ -174,6 +175,10 @@ def forwarded_client(headers, peer_host: str, trusted: "TrustedProxies", scheme:
                 proto = value
     host = peer_host
     for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # "unknown", an obfuscated name or garbage: no address to believe
         host = hop
         if not trusted.trusts((hop, 0)):
             break

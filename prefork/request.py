@@ -186,10 +186,25 @@ class Request:
 
     @property
     def client(self) -> Optional[Tuple[str, int]]:
-        """(address, port) of the peer; None over a unix socket or outside a server."""
+        """(address, port) of the peer; None over a unix socket or outside a server. Behind
+        a trusted proxy (--forwarded-allow-ips), the client it names, with port 0 when
+        the proxy named none."""
         conn = self._conn
         addr = conn.addr if conn is not None else None
-        return (addr[0], addr[1]) if isinstance(addr, tuple) and len(addr) >= 2 else None
+        peer = (addr[0], addr[1]) if isinstance(addr, tuple) and len(addr) >= 2 else None
+        if conn is not None and conn.trusted:
+            host, _ = conn.client(self._req)
+            if peer is None or host != peer[0]:
+                return (host, 0) if host else peer
+        return peer
+
+    @property
+    def scheme(self) -> str:
+        """"https" when a trusted proxy says the client used it, else "http"."""
+        conn = self._conn
+        if conn is not None and conn.trusted:
+            return conn.client(self._req)[1]
+        return "http"
 
     @property
     def cookies(self) -> Dict[str, str]:

@@ -24,7 +24,8 @@ from typing import Callable, Dict, List, Optional
 from prefork import __version__
 from prefork import parser as parser_choice
 from prefork.config import Config
-from prefork.connection import LINGER, LINGER_SECONDS, OPEN, Connection, clf_time
+from prefork.connection import LINGER, LINGER_SECONDS, OPEN, Connection, _peer, clf_time
+from prefork.proxy import TrustedProxies, parse_networks
 from prefork.pool import HandlerPool
 from prefork.sockets import Listener
 from prefork.static import StaticFiles
@@ -124,6 +125,8 @@ class Worker:
                                            follow_symlinks=cfg.follow_symlinks, max_age=cfg.static_max_age)
         if cfg.access_log:
             self.access = AccessLog(cfg.access_log, cfg.access_log_format)
+        self.trusted = TrustedProxies(parse_networks(cfg.forwarded_allow_ips))
+        self.proxy_protocol = cfg.proxy_protocol
         self.ep = select.epoll()
         self.ep.register(self._wake_r, select.EPOLLIN)
         if cfg.threads > 1:
@@ -274,19 +277,30 @@ class Worker:
             self._reopen_logs = False
             if self.access is not None:
                 self.access.reopen()
-        keepalive = self.cfg.keepalive
-        stalled = self.cfg.timeout
+        cfg = self.cfg
         for conn in list(self.conns.values()):
             if conn.busy:  # its handler is running; a slow handler is not a stalled client
                 continue
             idle = now - conn.last_active
-            if conn.state == LINGER:
+            state = conn.state
+            if state == LINGER:
                 if idle > LINGER_SECONDS:
                     conn.close()
-            elif idle > keepalive and conn.is_idle():
-                conn.close()
-            elif idle > stalled:
-                conn.close()
+            elif conn.out or state != OPEN:
+                if idle > cfg.write_timeout:  # a client that stopped reading its answer
+                    log.info("closing a connection from %s: not reading for %.0fs",
+                             _peer(conn.addr), idle)
+                    conn.close()
+            elif conn.parser.pending is not None:
+                if idle > cfg.body_timeout:
+                    conn.time_out(f"no body bytes for {idle:.0f}s")
+            elif conn.head_started:
+                if now - conn.head_started > cfg.header_timeout:
+                    conn.time_out(f"request head not complete after {cfg.header_timeout:g}s")
+            elif conn.proxy is not None and conn.proxy and idle > cfg.header_timeout:
+                conn.close()  # a PROXY header that never completes
+            elif idle > cfg.keepalive:
+                conn.close()  # idle between requests (or before the first)
         if self.access is not None:
             self.access.flush()
 
@@ -368,7 +382,7 @@ class AccessLog:
         if int(wall) != self._second:
             self._second = int(wall)
             self._stamp = clf_time(wall)
-        host = addr[0] if isinstance(addr, tuple) else "-"
+        host = addr[0] if isinstance(addr, tuple) else (addr or "-")
         if self.json:
             line = json.dumps({
                 "remote_addr": host, "time": self._stamp, "method": req.method,

@@ -173,6 +173,12 @@ class WSGIHandler:
             env["REMOTE_PORT"] = str(addr[1])
         else:
             env["REMOTE_ADDR"] = ""
+        if conn is not None and conn.trusted:  # a trusted proxy speaks for the client
+            client, scheme = conn.client(req)
+            if client != env["REMOTE_ADDR"]:
+                env["REMOTE_ADDR"] = client
+                env.pop("REMOTE_PORT", None)
+            env["wsgi.url_scheme"] = scheme
         local = conn.local_address() if conn is not None else None
         if isinstance(local, tuple):
             env["SERVER_NAME"] = local[0]

@@ -30,6 +30,8 @@ def req(method="GET", path="/", headers=b"", body=b""):
 
 
 class FakeConn:
+    trusted = False  # an untrusted peer: its own address, scheme http
+
     def __init__(self, body=None, addr=("10.0.0.1", 5555)):
         self.body = body
         self.addr = addr

@@ -11,6 +11,7 @@ import pytest
 from conftest import read_response
 from prefork import parser as parser_choice
 from prefork.connection import CLOSED, Connection
+from prefork.proxy import TrustedProxies
 from prefork.response import FileBody, Parts, Response, SharedFd
 
 pytestmark = pytest.mark.timeout(20)
@@ -33,6 +34,8 @@ class FakeWorker:
         self.stopping = False
         self.requests = 0
         self.by_status = [0] * 10
+        self.trusted = TrustedProxies([])
+        self.proxy_protocol = False
         self.busy_since = 0.0
         self.current = None
         self.modes = []

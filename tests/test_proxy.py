@@ -77,6 +77,8 @@ def test_forwarded_headers_walk_from_the_right_past_trusted_hops():
     assert forwarded_client(h, "10.0.0.1", trusted) == ("198.51.100.9", "https")
     assert forwarded_client([("x-forwarded-for", "198.51.100.9:4711")], "10.0.0.1", trusted)[0] == "198.51.100.9"
     assert forwarded_client([], "10.0.0.1", trusted) == ("10.0.0.1", "http")
+    assert forwarded_client([("x-forwarded-for", "a, unknown")], "10.0.0.1", trusted)[0] == "10.0.0.1"
+    assert forwarded_client([("x-forwarded-for", "198.51.100.9, unknown")], "10.0.0.1", trusted)[0] == "10.0.0.1"
     assert forwarded_client([("x-forwarded-proto", "gopher")], "10.0.0.1", trusted) == ("10.0.0.1", "http")
     f = [("forwarded", 'for=6.6.6.6;proto=http, for="[2001:db8::7]:99";proto=https')]
     assert forwarded_client(f, "10.0.0.1", trusted) == ("2001:db8::7", "https")

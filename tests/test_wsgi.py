@@ -114,6 +114,7 @@ def test_threads_flag_in_environ(serve):
 class FakeConn:
     body = None
     addr = ("127.0.0.1", 4000)
+    trusted = False  # an untrusted peer: its own address, scheme http
 
     def local_address(self):
         return ("127.0.0.1", 8000)
