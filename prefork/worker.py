@@ -71,6 +71,7 @@ class Worker:
         self.date_block = ""  # "Server: ...\r\nDate: ...\r\n", rebuilt once a second
         self._date_second = -1
         self.conns: Dict[int, Connection] = {}
+        self.closed = 0  # connections closed since the allocator was last trimmed
         self.access = None
         self.pool: Optional[HandlerPool] = None  # --threads N > 1
         self.spool_threshold = cfg.spool_threshold
@@ -260,6 +261,7 @@ class Worker:
         self.ep.register(conn.fd, READ)
 
     def forget(self, conn: Connection) -> None:
+        self.closed += 1
         if self.conns.pop(conn.fd, None) is not None:
             try:
                 self.ep.unregister(conn.fd)
@@ -303,6 +305,12 @@ class Worker:
                 conn.close()  # idle between requests (or before the first)
         if self.access is not None:
             self.access.flush()
+        if self.closed >= TRIM_AFTER_CLOSES:
+            # After a flood of connections (say, a thousand slow clients timed out), give
+            # the allocator's free memory back to the system: without this, glibc keeps
+            # the high-water mark of many small buffers, freed but fragmented.
+            self.closed = 0
+            malloc_trim()
 
     def _update_date(self, wall: float) -> None:
         second = int(wall)
@@ -354,6 +362,25 @@ class Worker:
             self._beat()
         except Exception:
             pass
+
+
+TRIM_AFTER_CLOSES = 256
+
+
+def malloc_trim() -> None:
+    """glibc's malloc_trim(0), where there is one (not on musl)."""
+    global _libc_trim
+    if _libc_trim is None:
+        try:
+            import ctypes
+            _libc_trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _libc_trim = False
+    if _libc_trim:
+        _libc_trim(0)
+
+
+_libc_trim = None
 
 
 def set_process_title(title: str) -> None:

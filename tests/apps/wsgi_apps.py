@@ -37,6 +37,10 @@ def app(environ, start_response):
             body = b"|".join(line for line in stream)
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return [body]
+    if path == "/remote":  # who the server says the client is
+        body = f"{environ['REMOTE_ADDR']} {environ['wsgi.url_scheme']}".encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
     if path == "/file":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return environ["wsgi.file_wrapper"](open(os.path.join(HERE, "public", "a.txt"), "rb"), 4)
