@@ -1,5 +1,6 @@
 """The site the load tests serve: a page with its assets, and a small JSON/form API.
 
+    python loadtests/demo_site.py /tmp/site
     PREFORK_LOADTEST_ROOT=/tmp/site prefork-http --chdir loadtests demo_site:app
 
 Every asset is generated from a fixed seed (`build(root)` writes them; `asset_bytes`
@@ -8,8 +9,9 @@ without shipping binary files in the repository. Sizes follow what a typical pag
 (HTTP Archive medians, rounded): tens of KiB of HTML and CSS, a few hundred KiB of
 scripts, one large image and a few thumbnails.
 
-The server imports this module once in the master (the workers inherit it); the assets
-must already be on disk under $PREFORK_LOADTEST_ROOT (loadtests/run.py builds them).
+The server imports this module (each worker does); the assets must already be on disk
+under $PREFORK_LOADTEST_ROOT: loadtests/run.py builds them first, or run
+`python loadtests/demo_site.py DIR`.
 """
 
 from __future__ import annotations
@@ -133,8 +135,7 @@ def _app_from_env():
     root = os.environ.get("PREFORK_LOADTEST_ROOT")
     if not root:
         raise RuntimeError("set PREFORK_LOADTEST_ROOT to the folder build() wrote (loadtests/run.py does)")
-    build(root)
-    return create_app(root)
+    return create_app(root)  # build() is run.py's job: workers booting together must not write files
 
 
 app = _app_from_env() if os.environ.get("PREFORK_LOADTEST_ROOT") else None
