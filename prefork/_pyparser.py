@@ -189,6 +189,12 @@ class RequestParser:
             self._pos = 0
         return out
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and kept that belong to no completed request yet (a head still
+        arriving, or the start of a chunk line): what a header timeout watches."""
+        return len(self._buf) - self._pos
+
     def take_body(self) -> bytes:
         """The body bytes received so far for `pending`, which the parser then forgets:
         the completed Request.body holds only what arrived after the last call. Lets the
