@@ -324,6 +324,8 @@ def parser_bench(quick: bool) -> dict:
         helptext = ""
     if quick and "--quick" in helptext:
         cmd.append("--quick")
+    elif quick and "--repeat" in helptext:
+        cmd += ["--repeat", "3"]
     env = dict(os.environ, PYTHONPATH=ROOT)
     r = subprocess.run(["taskset", "-c", SERVER_CPU, *cmd], capture_output=True, text=True, timeout=1800, env=env)
     return {"cmd": " ".join(["taskset", "-c", SERVER_CPU, "python", *cmd[1:]]), "rc": r.returncode,
