@@ -27,6 +27,7 @@ import argparse
 import csv
 import datetime
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -84,6 +85,7 @@ def run_once(parser: str, args, out: str) -> dict:
     server = start_prefork(["--parser", parser, "--chdir", HERE, "demo_site:app"], server_cpu,
                            workers=args.workers, env={"PREFORK_LOADTEST_ROOT": site})
     problems: List[str] = []
+    locust_load = None  # CPU seconds locust used per second of run time
     try:
         cmd = ["taskset", "-c", locust_cpu, tool("locust") or "locust", "-f", os.path.join(HERE, "locustfile.py"),
                "--headless", "--users", str(args.users), "--spawn-rate", str(args.spawn_rate or args.users),
@@ -93,8 +95,12 @@ def run_once(parser: str, args, out: str) -> dict:
         with open(prefix + ".log", "w") as log:
             locust = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=out)
             rc = None
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             try:
                 rc = locust.wait(timeout=_seconds(args.time) + 120)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                locust_load = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / max(
+                    1, _seconds(args.time))
             except subprocess.TimeoutExpired:
                 problems.append("locust did not finish in time (killed)")
             finally:
@@ -119,7 +125,7 @@ def run_once(parser: str, args, out: str) -> dict:
         problems.append(f"the server logged {tracebacks} traceback(s): see server-{parser}.log")
     if rc not in (0, None) and not problems:
         problems.append(f"locust exited with {rc}: see {prefix}.log")
-    stats.update(parser=parser, problems=problems, report=prefix + ".html")
+    stats.update(parser=parser, problems=problems, report=prefix + ".html", locust_load=locust_load)
     return stats
 
 
@@ -229,6 +235,10 @@ def main() -> int:
             f.write(f"{title}\n\n{table(rows)}\n")
         if png:
             print(f"\nchart: {png}")
+    for r in rows:
+        if r["locust_load"] is not None and r["locust_load"] > 0.85:
+            print(f"[{r['parser']}] note: locust used {r['locust_load']:.0%} of a core for the run: the load "
+                  "generator, not the server, probably set the pace (its req/s is locust's limit)")
     print(f"reports: {', '.join(r['report'] for r in rows)}")
     print("FAILED" if failed else "OK: every request succeeded")
     return 1 if failed else 0
