@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -166,10 +167,15 @@ def wrk_command(url: str, cpu: str, duration: float, connections: int, headers: 
 def wrk(url: str, cpu: str, duration: float, connections: int, extra: Sequence[str] = (),
         script: Optional[str] = None, threads: int = 1) -> dict:
     """Run wrk once; `extra` is wrk arguments (e.g. ["-H", "Connection: close"]). Returns
-    rps, latency (avg, as wrk prints it), p50/p99 in ms, socket errors, non-2xx/3xx, the command."""
+    rps, latency (avg, as wrk prints it), p50/p99 in ms, socket errors, non-2xx/3xx, wrk's CPU
+    time per second (client_cpu; 1.0 is one core busy), the command."""
     headers = [extra[i + 1] for i in range(len(extra) - 1) if extra[i] == "-H"]
     cmd = wrk_command(url, cpu, duration, connections, headers, script, threads)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # wrk's own CPU time per second of run: near 1.0 per thread, the client set the pace
+    client_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / duration
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if rps is None:
         raise RuntimeError(f"wrk printed no result:\n{out}")
@@ -180,7 +186,7 @@ def wrk(url: str, cpu: str, duration: float, connections: int, extra: Sequence[s
     return {"rps": float(rps.group(1)), "errors": errors.group(1).strip() if errors else "",
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "latency": lat.group(1) if lat else "",
             "p50": _ms(pct["50"]) if "50" in pct else None, "p99": _ms(pct["99"]) if "99" in pct else None,
-            "cmd": cmd}
+            "client_cpu": client_cpu, "cmd": cmd}
 
 
 # ---------------------------------------------------------------------------- memory
