@@ -18,25 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "bench")
-PY = sys.executable
-BIN = os.path.dirname(PY)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import BENCH, BIN, PY, ROOT, free_port, stop, wait_answering, wrk as wrk_on  # noqa: E402
+
 sys.path.insert(0, ROOT)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def commands(port: int, parser: str) -> dict:
@@ -57,40 +46,8 @@ def commands(port: int, parser: str) -> dict:
     }
 
 
-def wait_listening(port: int, proc, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
-                if s.recv(100).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)  # a benchmark, not a test: polling for start-up is fine here
-    raise RuntimeError("the server did not answer in time")
-
-
-def stop(proc) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def wrk(url: str, duration: int, connections: int) -> dict:
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errors = re.search(r"Socket errors: (.*)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    lat = re.search(r"Latency\s+(\S+)", out)
-    return {"rps": rps, "errors": errors.group(1) if errors else "",
-            "non2xx": int(non2xx.group(1)) if non2xx else 0, "latency": lat.group(1) if lat else ""}
+    return wrk_on(url, "1", duration, connections)
 
 
 def main() -> int:
@@ -119,7 +76,7 @@ def main() -> int:
         proc = subprocess.Popen(["taskset", "-c", "0", *cmd], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         try:
-            wait_listening(port, proc)
+            wait_answering(port, proc)
             url = f"http://127.0.0.1:{port}/"
             wrk(url, 1, args.connections)  # warm-up
             r = wrk(url, args.duration, args.connections)

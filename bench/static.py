@@ -18,15 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import start_server as start_prefork, stop_server, wrk  # noqa: E402
+from common import free_port, start_prefork, start_process, stop, wrk  # noqa: E402
 
 SIZES = (("1 KiB", 1024), ("64 KiB", 64 * 1024), ("10 MiB", 10 * 1024 * 1024))
 SERVER_CPU, WRK_CPU = "0", "1"
@@ -64,50 +60,28 @@ app = Starlette(routes=[Mount("/", app=StaticFiles(directory={www!r}))])
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, proc, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the server did not start listening")
-
-
 def start_nginx(www: str, tmp: str):
     port = free_port()
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(tmp=tmp, www=www, port=port))
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, "nginx", "-c", conf, "-p", tmp],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_listening(port, proc)
-    return proc, f"http://127.0.0.1:{port}"
+    server = start_process(["nginx", "-c", conf, "-p", tmp], port, SERVER_CPU, probe="/1024.bin")
+    return server.proc, server.url
 
 
 def start_starlette(www: str, tmp: str):
     port = free_port()
     with open(os.path.join(tmp, "static_app.py"), "w") as f:
         f.write(STARLETTE_APP.format(www=www))
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, sys.executable, "-m", "uvicorn", "static_app:app",
-                             "--app-dir", tmp, "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1", "--no-access-log", "--log-level", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_listening(port, proc)
-    return proc, f"http://127.0.0.1:{port}"
+    server = start_process([sys.executable, "-m", "uvicorn", "static_app:app", "--app-dir", tmp,
+                            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                            "--no-access-log", "--log-level", "warning"], port, SERVER_CPU, probe="/1024.bin")
+    return server.proc, server.url
 
 
 def start_prefork_http(www: str, tmp: str):
-    return start_prefork(www, "auto", SERVER_CPU)
+    server = start_prefork(["--root", www, "--parser", "auto"], SERVER_CPU)
+    return server.proc, server.url
 
 
 SERVERS = {"prefork": start_prefork_http, "nginx": start_nginx, "starlette": start_starlette}
@@ -164,7 +138,7 @@ def main() -> int:
                               file=sys.stderr)
                     results[name, size] = r
             finally:
-                stop_server(proc)
+                stop(proc)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

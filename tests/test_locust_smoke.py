@@ -1,0 +1,32 @@
+"""Smoke load test: loadtests/run.py for 15 s with a few dozen locust users against the
+default parser. It fails when any request failed (a wrong status or body, a dropped
+connection) or the server logged a traceback; never because of speed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytest.importorskip("locust", reason="locust is in the test extra: pip install -e '.[test]'")
+
+
+@pytest.mark.timeout(90)
+def test_locust_scenario_has_no_failures(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "loadtests", "run.py"), "--users", "30", "--time", "15s",
+           "--wait", "0.05:0.5", "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        stdout, stderr = proc.communicate(timeout=75)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # run.py stops its server and locust on TERM
+        stdout, stderr = proc.communicate(timeout=10)
+        pytest.fail(f"loadtests/run.py did not finish in 75 s\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    report = f"exit code {proc.returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    assert proc.returncode == 0, report
+    assert "OK: every request succeeded" in stdout, report
+    assert (tmp_path / "locust-auto.html").exists()
