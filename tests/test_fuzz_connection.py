@@ -286,8 +286,9 @@ class ResponseReader:
             length = int(headers["content-length"])
         elif headers.get("transfer-encoding") == "chunked":
             length = self._chunked(pos)
-            if length is None:
-                self.methods.appendleft(method) if method is not None else None
+            if length is None:  # not all here yet: read this head again next time
+                if method is not None:
+                    self.methods.appendleft(method)
                 return False
             length -= pos
         else:
