@@ -317,3 +317,29 @@ def machine() -> Dict[str, str]:
             "python": platform.python_version(), "nginx": _first_line(["nginx", "-v"]),
             "wrk": _first_line(["wrk", "-v"]), "git": commit or "?",
             **{f"pkg:{k}": v for k, v in versions.items()}}
+
+
+# nginx as the static-file peer: its own config, one worker, sendfile on, no access log.
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {www};
+    }}
+}}
+"""

@@ -38,7 +38,7 @@ from collections import Counter
 from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (BENCH, BIN, PY, ROOT, MemorySampler, ServerProc, descendants, free_port,  # noqa: E402
+from common import (NGINX_CONF, BENCH, BIN, PY, ROOT, MemorySampler, ServerProc, descendants, free_port,  # noqa: E402
                     machine, missing_tools, start_prefork, start_process, stop, tool, wrk)
 
 sys.path.insert(0, ROOT)
@@ -73,26 +73,6 @@ class Server(http.server.ThreadingHTTPServer):
 Server(("127.0.0.1", int(sys.argv[1])), functools.partial(Handler, directory=sys.argv[2])).serve_forever()
 """
 
-NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{ listen 127.0.0.1:{port}; root {www}; }}
-}}
-"""
 
 
 # ---------------------------------------------------------------------------- servers

@@ -22,34 +22,11 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import free_port, start_prefork, start_process, stop, wrk  # noqa: E402
+from common import NGINX_CONF, free_port, start_prefork, start_process, stop, wrk  # noqa: E402
 
 SIZES = (("1 KiB", 1024), ("64 KiB", 64 * 1024), ("10 MiB", 10 * 1024 * 1024))
 SERVER_CPU, WRK_CPU = "0", "1"
 
-NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {www};
-    }}
-}}
-"""
 
 STARLETTE_APP = """\
 from starlette.applications import Starlette

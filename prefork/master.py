@@ -118,8 +118,8 @@ class Master:
                 log.info("Listening at %s", listener.url)
             if self.metrics is not None:
                 log.info("Metrics at %s/metrics", self.metrics.url)
-            log.info("Serving %s with %d workers, parser %s", os.path.abspath(cfg.root),
-                     cfg.workers, parser_name)
+            what = cfg.app if cfg.app is not None else os.path.abspath(cfg.root)
+            log.info("Serving %s with %d workers, parser %s", what, cfg.workers, parser_name)
             self.watchdog = systemd.watchdog_interval()
             self._loop()
         finally:

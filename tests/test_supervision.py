@@ -311,3 +311,17 @@ def test_hup_loads_new_application_code(launch, tmp_path):
     with srv.connect() as s:
         s.sendall(b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(s)[::2] == (200, b"v2")
+
+
+def test_crash_loop_after_boot_backs_off_exponentially(launch):
+    from conftest import APPS
+    srv = launch("crashy:create_app()", workers=1, env={"PYTHONPATH": os.pathsep.join([APPS, ROOT])})
+    waits = [float(m.group(1)) for m in srv.wait_for(r"dying right after start; waiting ([\d.]+)s", count=4,
+                                                      timeout=20)]
+    assert waits == sorted(waits) and waits[-1] >= 4 * waits[0], waits  # doubling each time
+    t0 = time.monotonic()
+    srv.wait_for(r"dying right after start; waiting", timeout=20)
+    assert time.monotonic() - t0 >= waits[-1] * 0.9  # the master really waited before forking again
+    forks = sum("Booted worker" in line for line in srv.log)
+    assert forks <= 7, forks  # not a tight loop: a handful of forks in several seconds
+    assert srv.stop() == 0
