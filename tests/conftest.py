@@ -19,10 +19,22 @@ APPS = os.path.join(ROOT, "tests", "apps")  # applications the end-to-end tests 
 REQUIRE_EXTENSION = os.environ.get("PREFORK_REQUIRE_EXTENSION", "") not in ("", "0")
 
 try:
-    from prefork import _parser as _cparser  # noqa: F401
-    CYTHON_BUILT = True
-except ImportError:
-    CYTHON_BUILT = False
+    from prefork import _parser as CPARSER
+except ImportError as exc:  # not built
+    CPARSER = None
+    C_IMPORT_ERROR = str(exc)
+else:
+    C_IMPORT_ERROR = ""
+CYTHON_BUILT = CPARSER is not None
+
+
+def require_cython() -> None:
+    """The one rule for a missing Cython twin: a failure under PREFORK_REQUIRE_EXTENSION=1
+    (as in CI), else a skip that says why."""
+    if CPARSER is None:
+        if REQUIRE_EXTENSION:
+            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but prefork._parser does not import: {C_IMPORT_ERROR}")
+        pytest.skip(f"the Cython twin is not built: {C_IMPORT_ERROR}")
 
 PARSERS = [
     pytest.param("python", id="py-parser"),
@@ -31,10 +43,8 @@ PARSERS = [
 
 
 def require_parser(name: str) -> None:
-    if name == "cython" and not CYTHON_BUILT:
-        if REQUIRE_EXTENSION:
-            pytest.fail("PREFORK_REQUIRE_EXTENSION=1 but prefork._parser did not import")
-        pytest.skip("the Cython parser is not built")
+    if name == "cython":
+        require_cython()
 
 
 class Server:

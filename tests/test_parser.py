@@ -8,7 +8,6 @@ header_block, status_line, Request.header(), pending and the dead state after an
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
@@ -26,24 +25,13 @@ from prefork.errors import (
     VersionNotSupported,
 )
 
-try:
-    from prefork import _parser as _cparser
-except ImportError as exc:  # not built
-    _cparser = None
-    C_IMPORT_ERROR = str(exc)
-else:
-    C_IMPORT_ERROR = ""
-
-REQUIRE_EXTENSION = os.environ.get("PREFORK_REQUIRE_EXTENSION", "") not in ("", "0")
+from conftest import CPARSER as _cparser, require_cython
 
 
 def load_twin(name: str):
     if name == "py-parser":
         return _pyparser
-    if _cparser is None:
-        if REQUIRE_EXTENSION:
-            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but prefork._parser does not import: {C_IMPORT_ERROR}")
-        pytest.skip(f"the Cython twin is not built: {C_IMPORT_ERROR}")
+    require_cython()
     return _cparser
 
 
@@ -54,10 +42,7 @@ def twin(request):
 
 def test_c_extension_loaded():
     """Under PREFORK_REQUIRE_EXTENSION=1 a missing Cython twin is a failure, not a skip."""
-    if _cparser is None:
-        if REQUIRE_EXTENSION:
-            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but prefork._parser does not import: {C_IMPORT_ERROR}")
-        pytest.skip(f"the Cython twin is not built: {C_IMPORT_ERROR}")
+    require_cython()
     assert _cparser.RequestParser is not _pyparser.RequestParser
 
 

@@ -17,23 +17,12 @@ from hypothesis import strategies as st
 from prefork import _pyparser
 from prefork.errors import ParseError
 
-try:
-    from prefork import _parser as _cparser
-except ImportError as exc:  # not built
-    _cparser = None
-    C_IMPORT_ERROR = str(exc)
-else:
-    C_IMPORT_ERROR = ""
-
-REQUIRE_EXTENSION = os.environ.get("PREFORK_REQUIRE_EXTENSION", "") not in ("", "0")
+from conftest import CPARSER as _cparser, require_cython
 
 
 @pytest.fixture(autouse=True)
 def _need_cython_twin():
-    if _cparser is None:
-        if REQUIRE_EXTENSION:
-            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but prefork._parser does not import: {C_IMPORT_ERROR}")
-        pytest.skip(f"the Cython twin is not built: {C_IMPORT_ERROR}")
+    require_cython()
 
 
 # PREFORK_FUZZ_EXAMPLES raises the budget for a longer local campaign.
