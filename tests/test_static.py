@@ -315,6 +315,25 @@ def test_listing_is_off_by_default(start_server, listed):
     assert (status, h["location"]) == (301, "/d/")
 
 
+def test_a_folder_without_index_says_how_to_list_it_or_serve_another(start_server, listed, docroot):
+    """The quick start serves a folder whose / may have no index.html: the 403 and the
+    startup log both say what to do (--listing or --root DIR)."""
+    srv = start_server(root=listed)  # no index.html at its root, listings off
+    for path in ("/", "/d/"):
+        status, h, body = fetch(srv, path)
+        assert status == 403 and h["content-type"] == "text/plain; charset=utf-8", body
+        assert b"no index.html" in body and b"--listing" in body and b"--root DIR" in body, body
+    assert fetch(srv, "/", method="HEAD")[0] == 403
+    hint = [line for line in srv.log if "has no index.html" in line]
+    assert len(hint) == 1 and str(listed) in hint[0], srv.log
+    assert "--listing" in hint[0] and "--root DIR" in hint[0], hint
+    # A root with index.html, or listings on: no hint at startup.
+    for args, root in (((), docroot), (("--listing",), listed)):
+        other = start_server(*args, root=root)
+        assert not [line for line in other.log if "has no index.html" in line], other.log
+    assert fetch(other, "/")[0] == 200  # the listing
+
+
 def test_listing_escapes_sorts_and_hides_dotfiles(start_server, listed):
     srv = start_server("--listing", root=listed)
     status, h, body = fetch(srv, "/d/")
