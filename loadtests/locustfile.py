@@ -27,10 +27,37 @@ import os
 import random
 import sys
 
-from locust import FastHttpUser, between, constant, task
+from locust import FastHttpUser, between, constant, events, task
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import demo_site  # noqa: E402  (the same module the server runs: expected bodies)
+
+
+# ---------------------------------------------------------------------- final figures
+# locust's _stats.csv is rewritten once a second while the run goes on and not at the end,
+# so it misses the last second and the requests finished during --stop-timeout. When
+# LOADTEST_FINAL_STATS names a file, locust's own final Aggregated figures (the ones its
+# closing summary prints) are written there as JSON once the users have stopped.
+_environment = None
+
+
+@events.init.add_listener
+def _keep_environment(environment, **_kwargs) -> None:
+    global _environment
+    _environment = environment
+
+
+@events.quit.add_listener
+def _write_final_stats(exit_code=None, **_kwargs) -> None:
+    path = os.environ.get("LOADTEST_FINAL_STATS")
+    if not path or _environment is None or _environment.stats is None:
+        return
+    total = _environment.stats.total
+    final = {"requests": total.num_requests, "failures": total.num_failures, "rps": total.total_rps,
+             "p50": total.get_response_time_percentile(0.5), "p95": total.get_response_time_percentile(0.95),
+             "p99": total.get_response_time_percentile(0.99)}
+    with open(path, "w") as f:
+        json.dump(final, f)
 
 
 def _wait_time():

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import os
 import resource
 import signal
@@ -51,8 +52,21 @@ def cpus(workers: int) -> tuple:
     return every, every, f"server ({workers} workers) and locust share cores {every}"
 
 
+def read_final_stats(prefix: str) -> Optional[dict]:
+    """locust's final Aggregated figures, written by locustfile.py when locust quits
+    (<prefix>_final.json): the numbers of locust's own closing summary."""
+    try:
+        with open(prefix + "_final.json") as f:
+            final = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
+    return {"requests": int(final["requests"]), "failures": int(final["failures"]), "rps": float(final["rps"]),
+            "p50": float(final["p50"]), "p95": float(final["p95"]), "p99": float(final["p99"])}
+
+
 def read_stats(prefix: str) -> Optional[dict]:
-    """The Aggregated row of locust's <prefix>_stats.csv."""
+    """The Aggregated row of locust's <prefix>_stats.csv: a snapshot locust refreshes once a
+    second during the run, not at its end (it misses the last requests). A fallback only."""
     try:
         with open(prefix + "_stats.csv", newline="") as f:
             for row in csv.DictReader(f):
@@ -91,7 +105,7 @@ def run_once(parser: str, args, out: str) -> dict:
                "--headless", "--users", str(args.users), "--spawn-rate", str(args.spawn_rate or args.users),
                "--run-time", args.time, "--host", server.url, "--csv", prefix, "--html", prefix + ".html",
                "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING"]
-        env = dict(os.environ, LOADTEST_WAIT=args.wait)
+        env = dict(os.environ, LOADTEST_WAIT=args.wait, LOADTEST_FINAL_STATS=prefix + "_final.json")
         with open(prefix + ".log", "w") as log:
             locust = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=out)
             rc = None
@@ -111,7 +125,12 @@ def run_once(parser: str, args, out: str) -> dict:
         server.stop()
         with open(os.path.join(out, f"server-{parser}.log"), "w") as f:
             f.writelines(server.log)
-    stats = read_stats(prefix)
+    stats = read_final_stats(prefix)
+    if stats is None:
+        stats = read_stats(prefix)
+        if stats is not None:
+            problems.append(f"locust wrote no final figures ({prefix}_final.json); these are its last "
+                            "CSV snapshot, which misses the end of the run")
     if stats is None:
         problems.append(f"locust wrote no statistics (exit code {rc}; see {prefix}.log)")
         stats = {"requests": 0, "failures": 0, "rps": 0.0, "p50": 0.0, "p95": 0.0, "p99": 0.0}
@@ -152,6 +171,17 @@ def table(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
+COLOURS = {"python": "tab:gray", "cython": "tab:blue"}
+
+
+def colour_of(parser: str, index: int) -> str:
+    """A parser's colour in compare.png: the same bar colour in every panel."""
+    for name, colour in COLOURS.items():
+        if parser == name or parser.startswith(f"auto ({name})"):
+            return colour
+    return ["tab:orange", "tab:green", "tab:red"][index % 3]
+
+
 def chart(rows: List[dict], path: str, title: str) -> Optional[str]:
     try:
         import matplotlib
@@ -163,13 +193,14 @@ def chart(rows: List[dict], path: str, title: str) -> Optional[str]:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     names = [r["parser"] for r in rows]
-    left.bar(names, [r["rps"] for r in rows], color=["tab:gray", "tab:blue"][:len(rows)])
+    colours = [colour_of(name, i) for i, name in enumerate(names)]  # one per parser, in both panels
+    left.bar(names, [r["rps"] for r in rows], color=colours)
     left.set_ylabel("requests/s")
     left.set_title("throughput")
     width = 0.8 / max(1, len(rows))
     for i, r in enumerate(rows):
         xs = [j + i * width for j in range(3)]
-        right.bar(xs, [r["p50"], r["p95"], r["p99"]], width, label=r["parser"])
+        right.bar(xs, [r["p50"], r["p95"], r["p99"]], width, label=r["parser"], color=colours[i])
     right.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(3)], ["p50", "p95", "p99"])
     right.set_ylabel("ms")
     right.set_title("response time")

@@ -50,6 +50,7 @@ from prefork._pyparser import (
     MAX_FIELDS,
     MAX_HEAD_SIZE,
     MAX_REQUEST_LINE,
+    SERVER_OWNED,
 )
 
 cdef extern from "Python.h":
@@ -1441,10 +1442,33 @@ cdef inline int _value_ok_1byte(str s):
     return 1
 
 
+cdef inline bint _server_owned(str name) noexcept:
+    """Is the token `name` one of SERVER_OWNED (the pure twin's set), in any case? A switch
+    on the length, then one _name_eq: no Python call per field."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(name)
+    cdef const unsigned char* p = <const unsigned char*>PyUnicode_DATA(name)
+    if n == 2:
+        return _name_eq(p, <const unsigned char*>b"te", 2)
+    if n == 7:
+        return (_name_eq(p, <const unsigned char*>b"trailer", 7)
+                or _name_eq(p, <const unsigned char*>b"upgrade", 7))
+    if n == 10:
+        return (_name_eq(p, <const unsigned char*>b"connection", 10)
+                or _name_eq(p, <const unsigned char*>b"keep-alive", 10))
+    if n == 14:
+        return _name_eq(p, <const unsigned char*>b"content-length", 14)
+    if n == 16:
+        return _name_eq(p, <const unsigned char*>b"proxy-connection", 16)
+    if n == 17:
+        return _name_eq(p, <const unsigned char*>b"transfer-encoding", 17)
+    return False
+
+
 cdef int _append_fields(bytearray out, headers) except -1:
     """header_block's checks and lines, appended to `out` as latin-1 bytes. The same
     checks, in the same order, as the pure twin: every name and value first, then
-    "header text is not latin-1" for the first piece that is not."""
+    "header text is not latin-1" for the first piece that is not. A valid field named in
+    SERVER_OWNED is dropped after its checks, as in the pure twin."""
     cdef object not_latin1 = None
     for name, value in headers:
         if PyUnicode_CheckExact(name) and PyUnicode_CheckExact(value):
@@ -1453,6 +1477,8 @@ cdef int _append_fields(bytearray out, headers) except -1:
             if PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND:
                 if not _value_ok_1byte(value):
                     raise ResponseHeadError(f"control character in header {name!r}")
+                if _server_owned(name):
+                    continue
                 out += (<str>name).encode("ascii")
                 out += b": "
                 out += (<str>value).encode("latin-1")
@@ -1460,6 +1486,8 @@ cdef int _append_fields(bytearray out, headers) except -1:
                 continue
             if _BAD_VALUE.search(value) is not None:
                 raise ResponseHeadError(f"control character in header {name!r}")
+            if _server_owned(name):
+                continue
             if not_latin1 is None:
                 not_latin1 = value
             continue
@@ -1468,6 +1496,8 @@ cdef int _append_fields(bytearray out, headers) except -1:
             raise ResponseHeadError(f"invalid header name {name!r}")
         if _BAD_VALUE.search(value) is not None:
             raise ResponseHeadError(f"control character in header {name!r}")
+        if name.lower() in SERVER_OWNED:
+            continue
         piece = f"{name}: {value}\r\n"
         try:
             out += piece.encode("latin-1")
@@ -1483,16 +1513,19 @@ cdef int _append_fields(bytearray out, headers) except -1:
 
 
 def header_block(headers):
-    """Serialize header fields as "Name: value\r\n" lines. A name that is not a token, or
-    a value with CR, LF, NUL or another control byte, or text that is not latin-1, raises
-    ResponseHeadError: an application can never split a response."""
+    """Serialize a handler's header fields as "Name: value\r\n" lines: the one place where
+    every response head's handler fields pass (see the pure twin for the whole rule). A
+    name that is not a token, or a value with CR, LF, NUL or another control byte, or text
+    that is not latin-1, raises ResponseHeadError; a field named in SERVER_OWNED is
+    dropped: the server alone writes the framing and the hop-by-hop fields."""
     cdef bytearray out = bytearray()
     _append_fields(out, headers)
     return PyUnicode_DecodeLatin1(out, len(out), NULL)
 
 
 def response_head(status, headers):
-    """A whole response head: status line, header_block(headers), blank line."""
+    """A whole response head: status line, header_block(headers), blank line (so without
+    any framing field: this is for tests and heads that carry none)."""
     cdef bytearray out = bytearray(status_line(status).encode("latin-1"))
     _append_fields(out, headers)
     out += b"\r\n"

@@ -507,6 +507,17 @@ class RequestParser:
 # ---------------------------------------------------------------------- response heads
 
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n" for s in HTTPStatus}
+
+# The fields a handler may not set, dropped by header_block (any case): the framing
+# (Content-Length, Transfer-Encoding: RFC 9112 §6) and the hop-by-hop fields (RFC 9110
+# §7.6.1: Connection and what it may name, Keep-Alive, TE, Trailer, Upgrade, and the
+# non-standard Proxy-Connection). The connection writes Content-Length or
+# Transfer-Encoding, and Connection, itself, from the body it sends; so no response can
+# carry two framings whichever path (App, WSGI, static files, error answers, a future
+# ASGI adapter) built its fields. A body's length is told with the body (bytes, a
+# FileBody's count, StreamBody(length=...)), never with a field.
+SERVER_OWNED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive",
+                          "te", "trailer", "upgrade", "proxy-connection"})
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -520,15 +531,22 @@ def status_line(status: int) -> str:
 
 
 def header_block(headers: Iterable[tuple[str, str]]) -> str:
-    """Serialize header fields as "Name: value\r\n" lines. A name that is not a token, or
-    a value with CR, LF, NUL or another control byte, or text that is not latin-1, raises
-    ResponseHeadError: an application can never split a response."""
+    """Serialize a handler's header fields as "Name: value\r\n" lines. Every response
+    head's handler fields pass here (or through a block this made and cached), so the
+    rules live once:
+    - a name that is not a token, or a value with CR, LF, NUL or another control byte, or
+      text that is not latin-1, raises ResponseHeadError: an application can never split
+      a response;
+    - a valid field named in SERVER_OWNED is dropped: the server alone writes the framing
+      (Content-Length or Transfer-Encoding) and Connection, after this block."""
     parts = []
     for name, value in headers:
         if _TOKEN.fullmatch(name) is None:
             raise ResponseHeadError(f"invalid header name {name!r}")
         if _BAD_VALUE.search(value) is not None:
             raise ResponseHeadError(f"control character in header {name!r}")
+        if name.lower() in SERVER_OWNED:
+            continue
         parts.append(f"{name}: {value}\r\n")
     block = "".join(parts)
     try:
@@ -539,5 +557,6 @@ def header_block(headers: Iterable[tuple[str, str]]) -> str:
 
 
 def response_head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
-    """A whole response head: status line, header_block(headers), blank line."""
+    """A whole response head: status line, header_block(headers), blank line (so without
+    any framing field: this is for tests and heads that carry none)."""
     return (status_line(status) + header_block(headers) + "\r\n").encode("latin-1")

@@ -427,7 +427,7 @@ class App:
         prefix = "/" + prefix.strip("/")
         if not os.path.isdir(folder):
             raise ValueError(f"static folder {folder!r} is not a directory")
-        self._mounts.append((prefix if prefix != "/" else "", StaticFiles(folder)))
+        self._mounts.append((prefix if prefix != "/" else "", StaticFiles(folder, no_index_advice="")))
 
     def errorhandler(self, key: Union[int, type]) -> Callable:
         """Register `fn(request, error)` for a status (404, 405, 500, or any an HTTPError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -84,12 +85,29 @@ def _networks(text: str) -> str:
 def _bind(text: str):
     try:
         return parse_bind(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ConfigError as exc:  # "--bind 'x': ..."; argparse names the option (--bind or --metrics-bind)
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--bind ")) from None
+
+
+# argparse words an option's error "argument --workers/-w: ..."; we say "--workers: ...".
+_ARGUMENT_PREFIX = re.compile(r"argument (\S+?)(?:/-\S+?)*: ")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, except that a usage error is one line on stderr and exit code 2:
+    `prefork-http: error: --workers: '0' must be at least 1 (see --help)`, without the
+    usage block (23 lines that hide the one that matters)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        m = _ARGUMENT_PREFIX.match(message)
+        if m is not None:
+            message = f"{m.group(1)}: {message[m.end():]}"
+        message = " ".join(message.split())  # one line, whatever the message held
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_argparser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _ArgumentParser(
         prog="prefork-http",
         description="A pre-fork HTTP/1.1 server: serves an application (a prefork App or any "
                     "WSGI callable) or a folder's files.",
@@ -181,7 +199,7 @@ def build_argparser() -> argparse.ArgumentParser:
 
 
 def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
-    """Parse argv into a validated Config; exits 2 with argparse's usage on any error."""
+    """Parse argv into a validated Config; exits 2 with one line on stderr on any error."""
     ap = build_argparser()
     ns = ap.parse_args(argv)
     import os

@@ -120,6 +120,10 @@ class Master:
                 log.info("Metrics at %s/metrics", self.metrics.url)
             what = cfg.app if cfg.app is not None else os.path.abspath(cfg.root)
             log.info("Serving %s with %d workers, parser %s", what, cfg.workers, parser_name)
+            if cfg.app is None and not cfg.listing and not os.path.isfile(os.path.join(what, "index.html")):
+                from prefork.static import NO_INDEX_ADVICE
+
+                log.info("%s has no index.html, so / answers 403 Forbidden. %s", what, NO_INDEX_ADVICE)
             self.watchdog = systemd.watchdog_interval()
             self._loop()
         finally:

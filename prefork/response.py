@@ -6,6 +6,8 @@ file descriptor sent with os.sendfile), `Parts` (bytes and FileBody pieces in or
 multipart/byteranges) or a `StreamBody` (an iterable of bytes pulled as the socket takes
 them). The connection adds Date, Server, Content-Length (or Transfer-Encoding: chunked for
 a stream of unknown length) and Connection; it owns the socket, the handler never sees it.
+A handler's own framing and hop-by-hop fields are dropped when its fields are serialized
+(header_block in the parser module, SERVER_OWNED): a body's length is told by the body.
 """
 
 from __future__ import annotations

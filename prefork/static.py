@@ -35,6 +35,10 @@ from prefork.response import FileBody, Parts, Response, SharedFd, error_response
 
 ALLOWED = "GET, HEAD"
 INDEX = "index.html"
+# What the operator can do about a folder without index.html when listings are off: in
+# the 403 body (for files served from the command line) and in the startup log line.
+NO_INDEX_ADVICE = ("Start prefork-http with --listing to list the folder's files, "
+                   "or with --root DIR to serve another folder.")
 # Files up to this size are read once, kept in memory, and leave with their head in one
 # send(); larger ones go out with sendfile from a descriptor kept open. Each cache entry
 # is trusted for REVALIDATE seconds, then the path is opened and checked again (nginx's
@@ -92,10 +96,15 @@ class StaticFiles:
     """Serves GET and HEAD for the files under `root`; a handler: request → Response."""
 
     def __init__(self, root: str, *, listing: bool = False, serve_dotfiles: bool = False,
-                 follow_symlinks: bool = False, max_age: Optional[int] = None) -> None:
+                 follow_symlinks: bool = False, max_age: Optional[int] = None,
+                 no_index_advice: str = NO_INDEX_ADVICE) -> None:
+        """`no_index_advice` is added to the 403 for a folder without index.html when
+        `listing` is off (the command line's options by default; "" for none)."""
         self.root = os.path.realpath(root)
         self._prefix = self.root.rstrip("/") + "/"
         self.listing = listing
+        self._no_index = (f"403 Forbidden: this folder has no index.html, and listings are off.\n"
+                          f"{no_index_advice}\n".encode("utf-8") if no_index_advice else b"403 Forbidden\n")
         self.serve_dotfiles = serve_dotfiles
         self.follow_symlinks = follow_symlinks
         self.cache_control = None if max_age is None else f"public, max-age={max_age}"
@@ -226,7 +235,9 @@ class StaticFiles:
                 except FileNotFoundError:
                     if self.listing and (self.follow_symlinks or self._inside(dir_fd)):
                         return render_listing(dir_fd, rel, self.serve_dotfiles)
-                    return error_response(403, "Forbidden")
+                    if self.listing:  # a listing outside the root is refused, not advised
+                        return error_response(403, "Forbidden")
+                    return Response(403, [("Content-Type", "text/plain; charset=utf-8")], self._no_index)
                 except OSError:
                     return error_response(403, "Forbidden")
                 finally:

@@ -26,10 +26,6 @@ from urllib.parse import unquote_to_bytes
 from prefork import __version__
 from prefork.response import FileBody, Response, StreamBody, error_response
 
-# Hop-by-hop fields belong to the server (RFC 9110 §7.6.1); PEP 3333 forbids them to the
-# application, and the connection writes its own framing.
-_SERVER_OWNED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
-                           "te", "trailer", "upgrade", "proxy-connection"})
 _ENVIRON_KEYS: dict = {}  # header name → HTTP_* key, or "" for names with "_" (dropped)
 
 
@@ -247,17 +243,16 @@ class WSGIHandler:
         return Response(status, headers, body)
 
     def _head(self, call: _Call):
-        status = int(call.status[:3])
-        headers = []
+        """Status, the application's fields, and its Content-Length as the length to send
+        (PEP 3333: the server honours it for an iterable). The fields go to the connection
+        as they are: hop-by-hop and framing fields, which PEP 3333 forbids to the
+        application, are dropped there by the parser module's header_block (the rule is in
+        _pyparser.SERVER_OWNED), and the connection writes the framing from the body."""
         length = None
         for name, value in call.headers:
-            low = name.lower()
-            if low in _SERVER_OWNED:
-                if low == "content-length" and value.isdigit():
-                    length = int(value)
-                continue
-            headers.append((name, value))
-        return status, headers, length
+            if len(name) == 14 and name.lower() == "content-length" and value.isdigit():
+                length = int(value)
+        return int(call.status[:3]), call.headers, length
 
     def _sendfile(self, call: _Call, wrapper: FileWrapper) -> Optional[Response]:
         """The file_wrapper's file as a FileBody, or None when it has no usable fd."""

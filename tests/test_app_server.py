@@ -309,7 +309,7 @@ def test_bad_chdir_and_bad_app_spec_are_usage_errors():
         proc = subprocess.run([sys.executable, "-m", "prefork", "--bind", "127.0.0.1:0", *args],
                               env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=30)
         assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.strip().splitlines()[-1].startswith("prefork-http: error: ")
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("prefork-http: error: "), proc.stderr
 
 
 def test_factory_that_raises_in_the_worker_stops_the_master(start_server):

@@ -12,7 +12,7 @@ from conftest import read_response
 from prefork import parser as parser_choice
 from prefork.connection import CLOSED, Connection
 from prefork.proxy import TrustedProxies
-from prefork.response import FileBody, Parts, Response, SharedFd
+from prefork.response import FileBody, Parts, Response, SharedFd, StreamBody
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -165,3 +165,66 @@ def test_parts_pieces_are_released_when_the_connection_closes_midway(pair, tmp_p
     conn.close()
     assert shared.refs == 1  # every in-flight piece gave its reference back
     shared.release()
+
+
+HANDLER_OWNED = [("Content-Length", "999"), ("transfer-encoding", "chunked"), ("CONNECTION", "close"),
+                 ("Keep-Alive", "timeout=9"), ("TE", "trailers"), ("Trailer", "X"), ("upgrade", "h2c"),
+                 ("Proxy-Connection", "keep-alive"), ("content-length", "0")]
+
+
+def test_no_response_carries_two_framings(parser_name, tmp_path):
+    """Every body kind × status × method × version, with a handler that sets every framing
+    and hop-by-hop field: the head has at most one Content-Length, at most one
+    Transfer-Encoding (chunked), never both, one Connection at most (the server's), and
+    none of the handler's hop-by-hop fields; the framing is the body's real one."""
+    module = parser_choice.load(parser_name)
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+
+    def bodies():
+        yield "bytes", b"hello", 5
+        yield "empty", b"", 0
+        yield "stream", StreamBody(iter([b"ab", b"c"])), None
+        yield "stream-length", StreamBody(iter([b"ab", b"c"]), 3), 3
+        yield "file", FileBody(os.open(path, os.O_RDONLY), 2, 4), 4
+        yield "parts", Parts([b"ab", FileBody(os.open(path, os.O_RDONLY), 0, 3)]), 5
+
+    checked = 0
+    for status in (200, 204, 304, 404):
+        for method in ("GET", "HEAD"):
+            for request_line, extra in (("HTTP/1.1", ""), ("HTTP/1.1", "Connection: close\r\n"),
+                                        ("HTTP/1.0", ""), ("HTTP/1.0", "Connection: keep-alive\r\n")):
+                for kind, body, length in bodies():
+                    server_sock, client = socket.socketpair()
+                    server_sock.setblocking(False)
+                    client.settimeout(5)
+                    resp = Response(status, [("X-Ok", "1")] + HANDLER_OWNED, body)
+                    conn = Connection(FakeWorker(module, lambda req, resp=resp: resp), server_sock, ("127.0.0.1", 1))
+                    client.sendall(f"{method} / {request_line}\r\nHost: t\r\n{extra}\r\n".encode())
+                    conn.on_readable()
+                    head = bytearray()
+                    while b"\r\n\r\n" not in head:
+                        head += client.recv(65536)
+                    conn.close()
+                    client.close()
+                    server_sock.close()
+                    lines = bytes(head[:head.index(b"\r\n\r\n")]).decode("latin-1").split("\r\n")[1:]
+                    fields = [(n.lower(), v.strip()) for n, _, v in (line.partition(":") for line in lines)]
+                    names = [n for n, _ in fields]
+                    case = (status, method, request_line, extra, kind, fields)
+                    assert ("x-ok", "1") in fields, case
+                    assert names.count("connection") <= 1, case
+                    assert not {"keep-alive", "te", "trailer", "upgrade", "proxy-connection"} & set(names), case
+                    framing = [(n, v) for n, v in fields if n in ("content-length", "transfer-encoding")]
+                    if status in (204, 304):
+                        assert framing == [], case
+                    elif length is not None:
+                        assert framing == [("content-length", str(length))], case
+                    elif request_line == "HTTP/1.1":
+                        assert framing == [("transfer-encoding", "chunked")], case
+                    else:  # HTTP/1.0, unknown length: a body is delimited by the close
+                        assert framing == [], case
+                        if method == "GET":
+                            assert dict(fields)["connection"] == "close", case
+                    checked += 1
+    assert checked == 4 * 2 * 4 * 6

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -35,3 +36,11 @@ def test_locust_scenario_has_no_failures(tmp_path):
     assert proc.returncode == 0, report
     assert "OK: every request succeeded" in stdout, report
     assert (tmp_path / "locust-auto.html").exists()
+    # run.py reports locust's final figures: the request count of locust's own closing
+    # summary (its "Aggregated" row in the log), not the CSV snapshot taken before the end.
+    log = (tmp_path / "locust-auto.log").read_text()
+    summary = re.search(r"^\s*Aggregated\s+(\d+)\s+(\d+)\(", log, re.M)
+    assert summary, log
+    row = re.search(r"^\| auto \(\w+\) \| ([\d,]+) \|", stdout, re.M)
+    assert row, report
+    assert int(row.group(1).replace(",", "")) == int(summary.group(1)) > 0, (row.group(0), summary.group(0))

@@ -569,8 +569,8 @@ def test_status_line(twin):
 
 
 def test_response_head(twin):
-    head = twin.response_head(200, [("Content-Type", "text/plain"), ("Content-Length", "5"), ("X-Latin", "caf\xe9\t!")])
-    assert head == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+    head = twin.response_head(200, [("Content-Type", "text/plain"), ("X-Length", "5"), ("X-Latin", "caf\xe9\t!")])
+    assert head == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Length: 5\r\n"
                     b"X-Latin: caf\xe9\t!\r\n\r\n")
     assert twin.response_head(204, []) == b"HTTP/1.1 204 No Content\r\n\r\n"
     assert twin.response_head(200, iter([("A", "")])) == b"HTTP/1.1 200 OK\r\nA: \r\n\r\n"
@@ -607,6 +607,46 @@ def test_header_block(twin):
     assert type(block) is str
     assert twin.response_head(404, [("A", "b")]) == (twin.status_line(404) + twin.header_block([("A", "b")])
                                                        + "\r\n").encode("latin-1")
+
+
+def _cases(name):
+    return {name, name.upper(), name.title(), name.swapcase().title().swapcase(),
+            "".join(c.upper() if i % 2 else c for i, c in enumerate(name))}
+
+
+FRAMING_AND_HOP_BY_HOP = ["content-length", "transfer-encoding", "connection", "keep-alive", "te",
+                          "trailer", "upgrade", "proxy-connection"]
+
+
+@pytest.mark.parametrize("name", FRAMING_AND_HOP_BY_HOP)
+def test_header_block_drops_server_owned(twin, name):
+    """Framing and hop-by-hop fields from a handler never reach the wire, in any case: the
+    connection writes its own Content-Length / Transfer-Encoding and Connection."""
+    for spelled in _cases(name):
+        fields = [("A", "1"), (spelled, "5"), ("B", "2"), (spelled, "chunked")]
+        assert twin.header_block(fields) == "A: 1\r\nB: 2\r\n", spelled
+        assert twin.response_head(200, fields) == b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n"
+        # Still checked before it is dropped: a split attempt is refused, not hidden.
+        with pytest.raises(ResponseHeadError):
+            twin.header_block([(spelled, "5\r\nX: y")])
+        # Not latin-1 but dropped: nothing of it is sent, so nothing to refuse (both twins).
+        assert twin.header_block([(spelled, "\u20ac"), ("A", "1")]) == "A: 1\r\n"
+
+
+@pytest.mark.parametrize("name", ["Content-Lengths", "Content-Lengt", "X-Content-Length", "Tee", "T",
+                                  "Trailers", "Upgrade-Insecure-Requests", "Keep-Alive2", "Proxy-Connectio",
+                                  "Transfer_Encoding", "Content^Length", "te~", "Connection~",
+                                  "Content-Type", "Server", "Date", "Via", "Set-Cookie"])
+def test_header_block_keeps_near_names(twin, name):
+    assert twin.header_block([(name, "v")]) == f"{name}: v\r\n"
+
+
+def test_header_block_drops_for_str_subclasses(twin):
+    """The twin's slow path (a str subclass, not exactly str) keeps the same rule."""
+    class S(str):
+        pass
+    assert twin.header_block([(S("Content-Length"), S("5")), (S("X"), S("1"))]) == "X: 1\r\n"
+    assert twin.header_block([(S("Content-Lengthy"), "5")]) == "Content-Lengthy: 5\r\n"
 
 
 def test_response_head_refusal_messages_agree():

@@ -458,10 +458,18 @@ def test_bad_command_line_exits_2_with_one_clear_line(args, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "prefork", "--bind", "127.0.0.1:0", *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=20)
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("prefork-http: error:") and message in last, proc.stderr
-    assert "Listening" not in proc.stderr
+    # The whole of stderr is one line: no usage block, no traceback, no startup line.
+    assert proc.stderr.count("\n") == 1 and proc.stderr.endswith(" (see --help)\n"), proc.stderr
+    assert proc.stderr.startswith("prefork-http: error: ") and message in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_bad_command_line_message_is_exactly_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "prefork", "--workers", "0"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=20)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "prefork-http: error: --workers: '0' must be at least 1 (see --help)\n"
 
 
 def test_version_and_help():

@@ -315,6 +315,25 @@ def test_listing_is_off_by_default(start_server, listed):
     assert (status, h["location"]) == (301, "/d/")
 
 
+def test_a_folder_without_index_says_how_to_list_it_or_serve_another(start_server, listed, docroot):
+    """The quick start serves a folder whose / may have no index.html: the 403 and the
+    startup log both say what to do (--listing or --root DIR)."""
+    srv = start_server(root=listed)  # no index.html at its root, listings off
+    for path in ("/", "/d/"):
+        status, h, body = fetch(srv, path)
+        assert status == 403 and h["content-type"] == "text/plain; charset=utf-8", body
+        assert b"no index.html" in body and b"--listing" in body and b"--root DIR" in body, body
+    assert fetch(srv, "/", method="HEAD")[0] == 403
+    hint = [line for line in srv.log if "has no index.html" in line]
+    assert len(hint) == 1 and str(listed) in hint[0], srv.log
+    assert "--listing" in hint[0] and "--root DIR" in hint[0], hint
+    # A root with index.html, or listings on: no hint at startup.
+    for args, root in (((), docroot), (("--listing",), listed)):
+        other = start_server(*args, root=root)
+        assert not [line for line in other.log if "has no index.html" in line], other.log
+    assert fetch(other, "/")[0] == 200  # the listing
+
+
 def test_listing_escapes_sorts_and_hides_dotfiles(start_server, listed):
     srv = start_server("--listing", root=listed)
     status, h, body = fetch(srv, "/d/")
@@ -517,9 +536,8 @@ def test_bad_static_max_age_exits_2(value, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "prefork", "--bind", "127.0.0.1:0",
                            "--static-max-age", value], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=20)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("prefork-http: error:") and "--static-max-age" in last, proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("prefork-http: error: --static-max-age"), proc.stderr
 
 
 # ---------------------------------------------------------------------- the pure readers
