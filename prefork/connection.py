@@ -626,6 +626,21 @@ class Connection:
         return not self.out and self.pending is None and not self.busy and parser is not None \
             and parser.pending is None and not parser.buffered
 
+    def close_idle(self) -> None:
+        """Close a connection that looks idle, unless request bytes wait in the kernel:
+        then they are read and answered instead (closing with unread input would reset
+        the connection under the client's request). The caller tries again later."""
+        try:
+            waiting = self.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            waiting = b""
+        except OSError:
+            waiting = b""
+        if waiting:
+            self.on_readable()
+        else:
+            self.close()
+
     def close(self) -> None:
         """Release everything the connection holds, then the socket. Idempotent, and it
         never raises: what fails to close (a stream's close(), a spool file whose buffered
