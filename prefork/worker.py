@@ -48,6 +48,7 @@ ACCEPT_BATCH = 64
 # only close it cannot race. Checked this often while draining.
 DRAIN_GRACE = 1.0
 DRAIN_CHECK = 0.25
+STOP_MARGIN = 0.5  # seconds a stopping worker keeps in hand before the master's deadline
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 READ = select.EPOLLIN | select.EPOLLRDHUP
 WRITE = select.EPOLLOUT
@@ -203,7 +204,11 @@ class Worker:
                 if self.quick_exit:
                     return
                 if stop_deadline is None:
-                    stop_deadline = now + self.cfg.graceful_timeout
+                    # End a little before the master's deadline (counted from before the
+                    # TERM reached us, then SIGKILL): _shutdown must still run, closing
+                    # every connection and its response body.
+                    grace = self.cfg.graceful_timeout
+                    stop_deadline = now + grace - min(STOP_MARGIN, grace / 4)
                     self._begin_graceful_stop()
                 if not conns or now >= stop_deadline:
                     return

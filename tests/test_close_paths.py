@@ -9,6 +9,7 @@ it releases fails to close; a request body that cannot be spooled (the disk is f
 from __future__ import annotations
 
 import errno
+import os
 import io
 import logging
 import socket
@@ -321,3 +322,70 @@ def test_full_spool_folder_answers_507_and_the_worker_goes_on(start_server, full
     log = "".join(srv.log)
     assert log.count("cannot keep a request body") == 2
     assert "Traceback" not in log
+
+
+# ---------------------------------------------------------------------- item 12, end to end
+
+def _closes(log_file, timeout=15.0):
+    """The close() lines, once they stop changing (a second close would come right after)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (log_file.exists() and log_file.read_text()):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    return log_file.read_text().splitlines() if log_file.exists() else []
+
+
+@pytest.fixture
+def recorder(start_server, tmp_path):
+    from conftest import APPS
+    log_file = tmp_path / "closes.log"
+
+    def start(*extra):
+        return start_server(*extra, app="close_recorder:app", pythonpath=[APPS],
+                            env={"CLOSE_LOG": str(log_file)}), log_file
+    return start
+
+
+def _start_stream(srv, path):
+    s = srv.connect(timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
+    assert s.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    return s
+
+
+def test_stream_to_a_client_that_stops_reading_is_closed_once_by_the_write_timeout(recorder):
+    srv, log_file = recorder("--write-timeout", "1")
+    s = _start_stream(srv, "/stalled")  # then reads nothing more
+    assert _closes(log_file) == ["closed /stalled"]
+    srv.wait_for(r"not reading for \d+s")
+    s.close()
+
+
+def test_stream_to_a_client_that_goes_away_is_closed_once(recorder):
+    srv, log_file = recorder()
+    s = _start_stream(srv, "/gone")
+    s.close()
+    assert _closes(log_file) == ["closed /gone"]
+
+
+def test_stream_whose_iterable_fails_is_closed_once_end_to_end(recorder):
+    srv, log_file = recorder()
+    s = _start_stream(srv, "/fail")
+    recv_until_closed(s, limit=1 << 24)
+    assert _closes(log_file) == ["closed /fail"]
+    srv.wait_for(r"error while streaming")
+    s.close()
+
+
+def test_stream_in_flight_when_the_worker_stops_is_closed_once(recorder):
+    import signal
+    srv, log_file = recorder("--graceful-timeout", "1")
+    s = _start_stream(srv, "/in-flight")  # the client reads nothing more: it never ends
+    worker = srv.children()
+    assert srv.stop(signal.SIGTERM) == 0
+    assert _closes(log_file) == ["closed /in-flight"]
+    assert not any(os.path.exists(f"/proc/{pid}") and
+                   open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z" for pid in worker)
+    s.close()
