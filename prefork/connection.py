@@ -632,9 +632,7 @@ class Connection:
         the connection under the client's request). The caller tries again later."""
         try:
             waiting = self.sock.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            waiting = b""
-        except OSError:
+        except OSError:  # nothing waiting (EAGAIN), or the connection is already broken
             waiting = b""
         if waiting:
             self.on_readable()
