@@ -55,6 +55,13 @@ class RequestTimeout(ParseError):
     reason = "Request Timeout"
 
 
+class InsufficientStorage(ParseError):
+    """No room to keep a request body (the spool folder's disk is full). 507 rather than
+    503: it names the cause in the access log and the metrics, and no other path answers it."""
+    status = 507
+    reason = "Insufficient Storage"
+
+
 # Connection states.
 OPEN, CLOSING, LINGER, CLOSED = range(4)
 
@@ -154,7 +161,7 @@ class Connection:
         """The thread pool's answer to `req` (called in the loop thread)."""
         self.busy = False
         if self.state == CLOSED:  # closed while the handler ran
-            resp.close()
+            _release(resp)
             self._drop_body()
             return
         self.last_active = self.worker.now
@@ -243,20 +250,32 @@ class Connection:
                     self.spool_size += len(data)
                     if self.spool_size > threshold:
                         f = tempfile.TemporaryFile()
+                        self.spool = f  # before the write: close() must release it
                         f.write(b"".join(spool))
-                        self.spool = f
                 else:
                     spool.write(data)
-        except OSError as exc:  # no room for the temporary file
-            log.error("cannot keep a request body from %s: %s", _peer(self.addr), exc)
-            self.close()
+        except OSError as exc:  # no room for the temporary file (ENOSPC, EMFILE...)
+            self.spool_failed(reqs, exc)
+
+    def spool_failed(self, reqs, exc: OSError) -> None:
+        """A body could not be kept: drop what was kept of it; its request is answered 507
+        (with `Connection: close`) when its turn comes, after the requests before it, the
+        way a protocol error is; nothing after it is answered."""
+        log.error("cannot keep a request body from %s: %s", _peer(self.addr), exc)
+        sreq, spool = self.spool_req, self.spool
+        self.spool_req = self.spool = None
+        if spool is not None and type(spool) is not list:
+            _release(spool)  # its buffered bytes cannot be written either: close() raises
+        if sreq is not None and reqs and reqs[0] is sreq:
+            del reqs[:]  # completed, but without all its body: never handled
+        self.parser.error = InsufficientStorage(str(exc))
 
     def _drop_body(self) -> None:
         body = self.body
         if body is not None:
             self.body = None
             if type(body) is not bytes:
-                body.close()
+                _release(body)
 
     def local_address(self):
         """The server's own address for this connection (getsockname, asked once)."""
@@ -321,7 +340,7 @@ class Connection:
         """Send `resp`; False when the connection takes no more requests."""
         worker = self.worker
         if self.state == CLOSED:
-            resp.close()
+            _release(resp)
             self._drop_body()
             return False
         keep = self.respond(req, resp, req.keep_alive and not worker.stopping, t0)
@@ -350,7 +369,7 @@ class Connection:
             status_line = worker.status_line(resp.status)
         except ResponseHeadError as exc:
             log.error("refused the response head for %s %s: %s", req.method, req.target, exc)
-            resp.close()
+            _release(resp)
             resp = error_response(500, "Internal Server Error")
             block = worker.header_block(resp.headers)
             status_line = worker.status_line(500)
@@ -385,7 +404,7 @@ class Connection:
                           0 if head_only else size,
                           perf_counter() - t0 if t0 else 0.0)
         if head_only:
-            resp.close()
+            _release(resp)
             self.write(head)
             return keep
         tbody = type(body)
@@ -407,9 +426,12 @@ class Connection:
                 self.flush()
         elif tbody is StreamBody:
             self.write(head)
-            self.out.append(body)
-            if len(self.out) == 1:
-                self.flush()
+            if self.state == CLOSED:  # sending the head failed: nobody reads the stream
+                _release(body)
+            else:
+                self.out.append(body)
+                if len(self.out) == 1:
+                    self.flush()
         else:
             self.write(head + bytes(body))
         return keep
@@ -520,7 +542,7 @@ class Connection:
                 chunk = next(item.chunks)
         except StopIteration:
             item.chunks = _EMPTY
-            item.close()
+            _release(item)
             if mode == CHUNK:
                 item.length = None  # the last chunk goes out once; then nothing
                 return b"0\r\n\r\n"
@@ -537,7 +559,7 @@ class Connection:
                     log.error("a response body is longer than its Content-Length; cut")
                     chunk = chunk[:left]
                 item.chunks = _EMPTY
-                item.close()
+                _release(item)
             item.length = left - len(chunk)
         return chunk
 
@@ -604,34 +626,58 @@ class Connection:
         return not self.out and self.pending is None and not self.busy and parser is not None \
             and parser.pending is None and not parser.buffered
 
+    def close_idle(self) -> None:
+        """Close a connection that looks idle, unless request bytes wait in the kernel:
+        then they are read and answered instead (closing with unread input would reset
+        the connection under the client's request). The caller tries again later."""
+        try:
+            waiting = self.sock.recv(1, socket.MSG_PEEK)
+        except OSError:  # nothing waiting (EAGAIN), or the connection is already broken
+            waiting = b""
+        if waiting:
+            self.on_readable()
+        else:
+            self.close()
+
     def close(self) -> None:
+        """Release everything the connection holds, then the socket. Idempotent, and it
+        never raises: what fails to close (a stream's close(), a spool file whose buffered
+        bytes meet a full disk) is logged and the rest is released all the same."""
         if self.state == CLOSED:
             return
         self.state = CLOSED
-        for item in self.out:
-            if type(item) is FileBody:
-                item.close()
-            elif type(item) is StreamBody:
-                try:
-                    item.close()
-                except Exception:
-                    log.exception("error closing a response body")
-        self.out.clear()
+        out = self.out
+        while out:
+            item = out.popleft()
+            if type(item) is FileBody or type(item) is StreamBody:
+                _release(item)
         self.pending = None
-        if type(self.spool) is not list and self.spool is not None:
-            self.spool.close()
-        self.spool = self.spool_req = None
-        for body in (self.spooled or {}).values():
-            if type(body) is not bytes:
-                body.close()
-        self.spooled = None
+        spool, spooled = self.spool, self.spooled
+        self.spool = self.spool_req = self.spooled = None
+        if spool is not None and type(spool) is not list:
+            _release(spool)
+        if spooled:
+            for body in spooled.values():
+                if type(body) is not bytes:
+                    _release(body)
         if not self.busy:  # else the pool thread may still read it; finish() drops it
             self._drop_body()
-        self.worker.forget(self)
         try:
-            self.sock.close()
-        except OSError:
-            pass
+            self.worker.forget(self)
+        finally:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+def _release(thing) -> None:
+    """thing.close(), logged instead of raised: a close path must go on whatever an
+    application's close() or a file's last flush does."""
+    try:
+        thing.close()
+    except Exception:
+        log.exception("error closing %s", type(thing).__name__)
 
 
 def _peer(addr) -> str:

@@ -43,6 +43,12 @@ FLAG_RETIRING = 1  # reached --max-requests: start my replacement, then stop me
 EXIT_BOOT_ERROR = 3
 
 ACCEPT_BATCH = 64
+# A draining worker closes a keep-alive connection only once it has been idle this long:
+# a client busy on it gets its next answer with `Connection: close` instead, which is the
+# only close it cannot race. Checked this often while draining.
+DRAIN_GRACE = 1.0
+DRAIN_CHECK = 0.25
+STOP_MARGIN = 0.5  # seconds a stopping worker keeps in hand before the master's deadline
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 READ = select.EPOLLIN | select.EPOLLRDHUP
 WRITE = select.EPOLLOUT
@@ -176,7 +182,7 @@ class Worker:
         next_tick = self.now + 1.0
         stop_deadline = None
         while True:
-            events = ep.poll(1.0)
+            events = ep.poll(DRAIN_CHECK if stop_deadline is not None else 1.0)
             self.now = now = time.monotonic()
             for fd, ev in events:
                 conn = conns.get(fd)
@@ -198,10 +204,15 @@ class Worker:
                 if self.quick_exit:
                     return
                 if stop_deadline is None:
-                    stop_deadline = now + self.cfg.graceful_timeout
+                    # End a little before the master's deadline (counted from before the
+                    # TERM reached us, then SIGKILL): _shutdown must still run, closing
+                    # every connection and its response body.
+                    grace = self.cfg.graceful_timeout
+                    stop_deadline = now + grace - min(STOP_MARGIN, grace / 4)
                     self._begin_graceful_stop()
                 if not conns or now >= stop_deadline:
                     return
+                self._close_idle_while_draining(now)
             if now >= next_tick:
                 next_tick = now + 1.0
                 self._tick(now)
@@ -302,7 +313,7 @@ class Worker:
             elif conn.proxy is not None and conn.proxy and idle > cfg.header_timeout:
                 conn.close()  # a PROXY header that never completes
             elif idle > cfg.keepalive:
-                conn.close()  # idle between requests (or before the first)
+                conn.close_idle()  # idle between requests (or before the first)
         if self.access is not None:
             self.access.flush()
         if self.closed >= TRIM_AFTER_CLOSES:
@@ -334,7 +345,9 @@ class Worker:
     # ------------------------------------------------------------------ stopping
 
     def _begin_graceful_stop(self) -> None:
-        """Stop accepting; close idle connections; busy ones close after their answer.
+        """Stop accepting. Requests already received or pipelined are answered; the next
+        request on each connection is answered with `Connection: close` (Connection.answered
+        reads `stopping`); idle connections are closed by _close_idle_while_draining.
 
         Before letting go of the listeners, take what the kernel has already queued for
         them: those clients have connected, and closing would reset them."""
@@ -345,17 +358,25 @@ class Worker:
         for fd in list(self._listen_fds):
             self._listen_fds[fd].close()
         self._listen_fds.clear()
+
+    def _close_idle_while_draining(self, now: float) -> None:
+        """Close connections idle for DRAIN_GRACE. Closing one at once would reset a
+        request the client is sending at that moment (or that the kernel holds unread);
+        a client still using its connection gets an answer with `Connection: close` first,
+        and close_idle() reads and answers any bytes that did arrive."""
         for conn in list(self.conns.values()):
-            # Idle between keep-alive requests: close. A connection that has not sent its
-            # first request yet (just drained from the queue) gets to send it.
-            if conn.state == OPEN and conn.served and conn.is_idle():
-                conn.close()
+            if conn.state == OPEN and now - conn.last_active > DRAIN_GRACE and conn.is_idle():
+                conn.close_idle()
 
     def _shutdown(self) -> None:
         if self.pool is not None:
             self.pool.stop()
         for conn in list(self.conns.values()):
             conn.close()
+        if self.pool is not None:
+            # Answers the pool finished meanwhile belong to closed connections: finish()
+            # closes their bodies (a stream's close() is owed, PEP 3333).
+            self.pool.drain()
         if self.access is not None:
             self.access.flush()
         try:
