@@ -296,7 +296,10 @@ class Worker:
         if accepted:
             self._backoff = 0.0
             if self._accepting and not drain:
-                self._rotate(lsock.fileno())
+                if len(conns) >= limit:  # full now: let the next client wake another worker
+                    self._pause_accepting(FULL_GRACE)
+                else:
+                    self._rotate(lsock.fileno())
 
     def _resume(self) -> None:
         """The pause is over: poll the listeners again, unless still full; then take the
@@ -355,13 +358,10 @@ class Worker:
     def _log_accept_errors(self) -> None:
         now = self.now
         span = min(now - self._accept_logged, 1.0) if self._accept_logged else 0.0
-        if self._resume_at:
-            log.warning("accept: %s, %d times in the last %.1fs; not accepting for %.1fs, "
-                        "open connections are still served", self._accept_error,
-                        self._accept_errors, span, self._resume_at - now)
-        else:
-            log.warning("accept: %s, %d times in the last %.1fs", self._accept_error,
-                        self._accept_errors, span)
+        count = self._accept_errors
+        log.warning("accept: %s, %d time%s in the last %.1fs; pausing accepts for %.1fs at a time, "
+                    "open connections are still served", self._accept_error, count,
+                    "" if count == 1 else "s", span, self._backoff or BACKOFF_MIN)
         self._accept_errors = 0
         self._accept_logged = now
 
