@@ -3,12 +3,28 @@
 `Worker.__init__` runs in the master before fork and only stores what it is given;
 `run()` runs in the child. One thread, one epoll: the listeners are registered with
 EPOLLEXCLUSIVE so that a new connection wakes one worker, not all of them.
+
+How connections are shared out, and what a worker does when it cannot take more:
+- The kernel wakes the first worker in the listener's wait queue that sits in epoll_wait,
+  and that order is the order of registration: left alone, the same idle worker would win
+  every accept. So a worker that has accepted re-registers the listener, which moves it
+  to the back of the queue: idle workers take connections in turn (`_accept`, `_rotate`).
+- A full worker (`--max-connections`) stops polling the listeners so that others take
+  the queued clients; if some are still queued FULL_GRACE later, it closes its
+  longest-idle connections (between keep-alive requests, or before their first byte) to
+  make room for them, as nginx does when it runs out of connections (`_resume`,
+  `_reclaim`).
+- Out of descriptors or memory at accept (EMFILE, ENFILE, ENOBUFS, ENOMEM), it frees idle
+  connections, stops polling the listeners for a back-off that grows from 0.1 s to 1 s,
+  keeps serving what it holds, and logs one summary line a second at most.
 """
 
 from __future__ import annotations
 
 import email.utils
+import errno
 import faulthandler
+import heapq
 import json
 import logging
 import os
@@ -49,6 +65,16 @@ ACCEPT_BATCH = 64
 DRAIN_GRACE = 1.0
 DRAIN_CHECK = 0.25
 STOP_MARGIN = 0.5  # seconds a stopping worker keeps in hand before the master's deadline
+# accept() failures that mean "no resources now": pause the listeners instead of spinning
+# on a level-triggered listener that stays readable.
+ACCEPT_EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+# accept() failures that concern one client only (it left before we took it): go on.
+ACCEPT_CLIENT_GONE = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.EPERM))
+BACKOFF_MIN = 0.1  # seconds without accepting after the first exhausted accept
+BACKOFF_MAX = 1.0  # ...doubling on each one that follows, up to this
+FULL_GRACE = 0.1  # a full worker lets other workers take queued clients this long first
+RECLAIM_BATCH = 32  # at most this many idle connections closed at once to make room
+FIRST_BYTE_TIMEOUT = 5.0  # a connection that sent nothing is closed after min(this, --header-timeout)
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 READ = select.EPOLLIN | select.EPOLLRDHUP
 WRITE = select.EPOLLOUT
@@ -141,6 +167,16 @@ class Worker:
             self.ep.register(self.pool.fd, select.EPOLLIN)
         self._accepting = False
         self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
+        self._resume_at = 0.0  # when to poll the listeners again after a pause; 0.0: none
+        self._backoff = 0.0  # the current pause after exhausted accepts; 0.0: none
+        self._listen_poll = select.poll()  # "is a client queued?" while not polling them
+        for fd in self._listen_fds:
+            self._listen_poll.register(fd, select.POLLIN)
+        self._accept_errors = 0  # failed accepts not yet logged
+        self._accept_error = ""  # the last one's reason
+        self._accept_logged = 0.0  # when failed accepts were last logged
+        self._reclaimed = 0  # idle connections closed to make room, not yet logged
+        self._first_byte_timeout = min(FIRST_BYTE_TIMEOUT, cfg.header_timeout)
         self._set_accepting(True)
         self._update_date(time.time())
         self._beat()
@@ -181,8 +217,9 @@ class Worker:
         pool_fd = pool.fd if pool is not None else -1
         next_tick = self.now + 1.0
         stop_deadline = None
+        timeout = 1.0
         while True:
-            events = ep.poll(DRAIN_CHECK if stop_deadline is not None else 1.0)
+            events = ep.poll(timeout)
             self.now = now = time.monotonic()
             for fd, ev in events:
                 conn = conns.get(fd)
@@ -216,26 +253,48 @@ class Worker:
             if now >= next_tick:
                 next_tick = now + 1.0
                 self._tick(now)
+            timeout = DRAIN_CHECK if stop_deadline is not None else 1.0
+            if self._resume_at:  # the listeners are paused (full, or out of descriptors)
+                if now >= self._resume_at:
+                    self._resume_at = 0.0
+                    self._resume()
+                else:
+                    timeout = min(timeout, self._resume_at - now)
             if self.max_requests and self.requests >= self.max_requests and not self.retiring:
                 self.retiring = True
                 log.info("worker %d served %d requests; asking for its replacement",
                          os.getpid(), self.requests)
                 self._beat()
 
-    def _accept(self, lsock: socket.socket, drain: bool = False) -> None:
+    def _accept(self, lsock: socket.socket, drain: bool = False, make_room: bool = False) -> None:
+        """Take queued clients. `drain`: all of them (a graceful stop). `make_room`: this
+        worker is full and they have waited FULL_GRACE, so other workers are full too:
+        close idle connections to take them."""
         conns = self.conns
         limit = self.cfg.max_connections
-        for _ in range(ACCEPT_BATCH if not drain else limit):
-            if len(conns) >= limit:
-                self._set_accepting(False)  # the kernel queue hands clients to other workers
-                return
+        accepted = False
+        for _ in range(limit if drain or make_room else ACCEPT_BATCH):
+            if len(conns) >= limit and not (make_room and self._reclaim()):
+                # Let the kernel queue hand clients to other workers meanwhile.
+                self._pause_accepting(FULL_GRACE)
+                break
             try:
                 sock, addr = lsock.accept()
             except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno in ACCEPT_CLIENT_GONE:
+                    continue
+                # Out of descriptors or memory (or worse): the listener stays readable, so
+                # polling it again at once would spin. Pause, growing the pause while
+                # it lasts; free idle connections for the clients still queued.
+                if exc.errno in ACCEPT_EXHAUSTED:
+                    self._reclaim()
+                self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_MIN)
+                self._pause_accepting(self._backoff)
+                self._accept_failed(exc)
                 return
-            except OSError as exc:  # EMFILE, ENOBUFS, ECONNABORTED...
-                log.warning("accept failed: %s", exc)
-                return
+            accepted = True
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -245,6 +304,33 @@ class Worker:
             # Most clients send their request right after connecting: try it now and
             # save a trip through epoll.
             conn.on_readable()
+        if accepted:
+            self._backoff = 0.0
+            if self._accepting and not drain:
+                if len(conns) >= limit:  # full now: let the next client wake another worker
+                    self._pause_accepting(FULL_GRACE)
+                else:
+                    self._rotate(lsock.fileno())
+
+    def _resume(self) -> None:
+        """The pause is over: poll the listeners again, unless still full; then take the
+        clients no other worker has taken meanwhile, and look again in FULL_GRACE."""
+        if len(self.conns) < self.cfg.max_connections or self.stopping:
+            self._set_accepting(True)
+            return
+        for fd, _ in self._listen_poll.poll(0):
+            lsock = self._listen_fds.get(fd)
+            if lsock is not None:
+                self._accept(lsock, make_room=True)
+        if not self._accepting and not self._resume_at:
+            self._resume_at = self.now + FULL_GRACE
+
+    def _rotate(self, fd: int) -> None:
+        """Go to the back of the listener's wait queue: the next connection wakes another
+        idle worker (EPOLLEXCLUSIVE wakes the first waiter in registration order)."""
+        ep = self.ep
+        ep.unregister(fd)
+        ep.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
 
     def _set_accepting(self, on: bool) -> None:
         if on == self._accepting or (on and self.stopping):
@@ -255,6 +341,40 @@ class Worker:
                 self.ep.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
             else:
                 self.ep.unregister(fd)
+
+    def _pause_accepting(self, seconds: float) -> None:
+        self._set_accepting(False)
+        self._resume_at = self.now + seconds
+
+    def _reclaim(self) -> int:
+        """Close the longest-idle connections (between keep-alive requests, or not one
+        byte received yet) to make room: up to an eighth of them, at least one and at most
+        RECLAIM_BATCH, as nginx's ngx_drain_connections. Returns how many were closed."""
+        idle = [c for c in self.conns.values() if c.state == OPEN and not c.proxy and c.is_idle()]
+        if not idle:
+            return 0
+        count = max(1, min(RECLAIM_BATCH, len(idle) // 8))
+        for conn in heapq.nsmallest(count, idle, key=_last_active):
+            conn.close()
+        self._reclaimed += count
+        return count
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Count a failed accept; log at most one line a second for them."""
+        self._accept_errors += 1
+        self._accept_error = (exc.strerror or str(exc)).lower()
+        if self.now - self._accept_logged >= 1.0:
+            self._log_accept_errors()
+
+    def _log_accept_errors(self) -> None:
+        now = self.now
+        span = min(now - self._accept_logged, 1.0) if self._accept_logged else 0.0
+        count = self._accept_errors
+        log.warning("accept: %s, %d time%s in the last %.1fs; pausing accepts for %.1fs at a time, "
+                    "open connections are still served", self._accept_error, count,
+                    "" if count == 1 else "s", span, self._backoff or BACKOFF_MIN)
+        self._accept_errors = 0
+        self._accept_logged = now
 
     # ------------------------------------------------------------------ called by Connection
 
@@ -278,7 +398,8 @@ class Worker:
                 self.ep.unregister(conn.fd)
             except OSError:
                 pass
-        if not self._accepting and not self.stopping and len(self.conns) < self.cfg.max_connections:
+        if not self._accepting and not self._backoff and not self.stopping \
+                and len(self.conns) < self.cfg.max_connections:
             self._set_accepting(True)
 
     # ------------------------------------------------------------------ once a second
@@ -291,6 +412,7 @@ class Worker:
             if self.access is not None:
                 self.access.reopen()
         cfg = self.cfg
+        first_byte = self._first_byte_timeout
         for conn in list(self.conns.values()):
             if conn.busy:  # its handler is running; a slow handler is not a stalled client
                 continue
@@ -312,10 +434,15 @@ class Worker:
                     conn.time_out(f"request head not complete after {cfg.header_timeout:g}s")
             elif conn.proxy is not None and conn.proxy and idle > cfg.header_timeout:
                 conn.close()  # a PROXY header that never completes
-            elif idle > cfg.keepalive:
-                conn.close_idle()  # idle between requests (or before the first)
+            elif idle > cfg.keepalive or not conn.served and idle > first_byte:
+                conn.close_idle()  # idle between requests, or nothing sent since it connected
         if self.access is not None:
             self.access.flush()
+        if self._accept_errors and now - self._accept_logged >= 1.0:
+            self._log_accept_errors()
+        if self._reclaimed:
+            log.info("closed %d idle connections to make room for new clients", self._reclaimed)
+            self._reclaimed = 0
         if self.closed >= TRIM_AFTER_CLOSES:
             # After a flood of connections (say, a thousand slow clients timed out), give
             # the allocator's free memory back to the system: without this, glibc keeps
@@ -386,6 +513,10 @@ class Worker:
 
 
 TRIM_AFTER_CLOSES = 256
+
+
+def _last_active(conn: Connection) -> float:
+    return conn.last_active
 
 
 def malloc_trim() -> None:
