@@ -29,7 +29,7 @@ FLOOD_BURST = 10  # client-triggered lines of one kind logged per second, per wo
 class AccessLog:
     """Combined log format plus the request time in seconds, or one JSON object per line.
 
-    Lines are kept in a list and written with one os.write when the worker's loop goes idle
+    Lines are kept in a list and written with one os.write once the worker's loop has been idle for ACCESS_IDLE (50 ms)
     (or ACCESS_BATCH lines are waiting, or once a second), so `tail -f` sees a request as it
     is answered and a busy worker still writes in batches. The request time runs from the
     handler's call to its answer being queued."""
