@@ -22,16 +22,16 @@ from prefork.connection import clf_time
 log = logging.getLogger("prefork.error")
 
 LOG_ERROR_INTERVAL = 10.0  # seconds between two "cannot write the access log" lines
-ACCESS_BATCH = 256  # access lines kept in memory before a write (the loop flushes when idle)
+ACCESS_BATCH = 256  # access lines kept in memory before a write (the loop writes them when idle)
 FLOOD_BURST = 10  # client-triggered lines of one kind logged per second, per worker
 
 
 class AccessLog:
     """Combined log format plus the request time in seconds, or one JSON object per line.
 
-    Lines are kept in a list and written with one os.write once the worker's loop has been idle for ACCESS_IDLE (50 ms)
-    (or ACCESS_BATCH lines are waiting, or once a second), so `tail -f` sees a request as it
-    is answered and a busy worker still writes in batches. The request time runs from the
+    Lines are kept in a list and written with one os.write once the worker's loop has
+    been idle for 50 ms (worker.ACCESS_IDLE), or ACCESS_BATCH lines are waiting, or once a
+    second: `tail -f` sees a request as it is answered, and a busy worker writes in batches. The request time runs from the
     handler's call to its answer being queued."""
 
     def __init__(self, target: str, fmt: str = "combined") -> None:
