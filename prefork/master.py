@@ -25,6 +25,7 @@ from prefork import __version__
 from prefork import parser as parser_choice
 from prefork import systemd
 from prefork.config import Config
+from prefork.logs import error_log_dropped, setup_logging
 from prefork.metrics import MetricsServer, Totals, render
 from prefork.sockets import BindError, Listener, open_listeners
 from prefork.worker import (EXIT_BOOT_ERROR, FLAG_RETIRING, STATUS, STATUS_MAGIC, Worker,
@@ -38,6 +39,7 @@ QUICK_STOP_GRACE = 2.0  # seconds workers get to exit on INT/QUIT before SIGKILL
 HANG_DUMP_GRACE = 2.0  # seconds between the stack-dump signal and SIGKILL
 CRASH_WINDOW = 1.0  # a worker dying sooner than this after start counts towards a crash loop
 MAX_BACKOFF = 10.0
+SPAWN_RETRY = 1.0  # seconds before forking again after pipe() or fork() failed (EMFILE, EAGAIN)
 
 
 class WorkerHandle:
@@ -45,7 +47,7 @@ class WorkerHandle:
 
     __slots__ = ("pid", "index", "pipe", "started", "last_beat", "ready", "requests", "by_class",
                  "connections", "busy_since", "buf", "retiring", "old", "stopping", "kill_at",
-                 "cause")
+                 "cause", "log_dropped")
 
     def __init__(self, pid: int, index: int, pipe: int, now: float) -> None:
         self.pid = pid
@@ -64,6 +66,7 @@ class WorkerHandle:
         self.stopping = False  # told to stop (TERM sent)
         self.kill_at = 0.0  # when to SIGKILL a worker whose stacks were dumped
         self.cause = ""  # why the master is replacing it, for the log and metrics
+        self.log_dropped = (0, 0)  # access-log and error-log lines it could not write
 
     @property
     def counted(self) -> bool:
@@ -85,6 +88,7 @@ class Master:
         self.totals = Totals()
         self.metrics: Optional[MetricsServer] = None
         self.handed_over = False  # after USR2: the sockets belong to the new master too
+        self.successor = 0  # pid of the master USR2 started, while it runs
         self.reloading = False
         self.watchdog: Optional[float] = None
         self.next_watchdog = 0.0
@@ -146,7 +150,7 @@ class Master:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self._wake_r, selectors.EVENT_READ, "signals")
         if self.metrics is not None:
-            self.selector.register(self.metrics.fileno(), selectors.EVENT_READ, self.metrics)
+            self.metrics.attach(self.selector, self._render_metrics)
 
     # ------------------------------------------------------------------ the loop
 
@@ -163,6 +167,8 @@ class Master:
                     self._serve_metrics(data)
             self._reap()
             now = time.monotonic()
+            if self.metrics is not None:
+                self._guarded(self.metrics.tick, now)
             self._check_timeouts(now)
             if self.watchdog and now >= self.next_watchdog:
                 self.next_watchdog = now + self.watchdog
@@ -243,16 +249,25 @@ class Master:
 
     def _upgrade(self) -> None:
         """USR2: exec a new master that inherits the listening sockets. Both run until the
-        operator stops the old one (TERM): its workers drain while the new ones serve."""
+        operator stops the old one (TERM): its workers drain while the new ones serve.
+        Should the new master exit while this one runs (it failed to start, or the operator
+        rolled back), this one takes its pid file and metrics back and accepts USR2 again."""
         if self.handed_over:
-            log.warning("USR2: this master has already started its successor")
+            log.warning("USR2: this master has already started its successor (pid %d)", self.successor)
             return
         fds = [l.fileno() for l in self.listeners]
         env = dict(os.environ, **{systemd.INHERIT_ENV: ",".join(map(str, fds))})
         if self.metrics is not None:
             fds.append(self.metrics.fileno())
             env[systemd.INHERIT_METRICS_ENV] = str(self.metrics.fileno())
-        pid = os.fork()
+        # Before the fork: the new master writes its own pid file, which must not be renamed.
+        self._move_pid_file(to_oldbin=True)
+        try:
+            pid = self._fork()
+        except OSError as exc:
+            log.error("USR2: cannot fork a new master: %s", exc)
+            self._move_pid_file(to_oldbin=False)
+            return
         if pid == 0:
             try:
                 for fd in fds:
@@ -261,17 +276,38 @@ class Master:
             finally:
                 os._exit(1)
         self.handed_over = True
+        self.successor = pid
         if self.metrics is not None:  # the new master answers for the new workers
-            self.selector.unregister(self.metrics.fileno())
-            self.metrics.listener.sock.close()
-            self.metrics = None
-        if self.cfg.pid_file:
-            try:
-                os.replace(self.cfg.pid_file, self.cfg.pid_file + ".oldbin")
-            except OSError as exc:
-                log.warning("cannot rename the pid file: %s", exc)
+            self.metrics.detach()
         log.info("USR2: started a new master (pid %d) on the same sockets; stop this one "
                  "(pid %d) with TERM once it serves", pid, os.getpid())
+
+    def _successor_exited(self, how: str, code: int) -> None:
+        self.successor = 0
+        if code == 0:
+            log.warning("the new master %s; this master serves on", how)
+        else:
+            log.error("upgrade failed: new master %s", how)
+        if self.stopping:
+            return
+        self.handed_over = False
+        self._move_pid_file(to_oldbin=False)
+        if self.metrics is not None:
+            self._guarded(self.metrics.attach, self.selector, self._render_metrics)
+
+    def _move_pid_file(self, to_oldbin: bool) -> None:
+        """USR2 renames the pid file to PATH.oldbin; a failed upgrade writes it back."""
+        path = self.cfg.pid_file
+        if not path:
+            return
+        try:
+            if to_oldbin:
+                os.replace(path, path + ".oldbin")
+            else:
+                self._write_pid_file()
+                os.unlink(path + ".oldbin")
+        except OSError as exc:
+            log.warning("cannot %s the pid file: %s", "rename" if to_oldbin else "restore", exc)
 
     # ------------------------------------------------------------------ workers
 
@@ -310,20 +346,43 @@ class Master:
         log.info("stopping worker %d (pid %d): %s", handle.index, handle.pid, cause.replace("_", " "))
         self._kill(handle.pid, signal.SIGTERM)
 
-    def _spawn(self, index: int, now: float) -> None:
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        worker = Worker(self.cfg, self.listeners, write_fd, index)
-        pid = os.fork()
-        if pid == 0:  # the child
-            code = 1
-            try:
-                # Until the worker installs its own handlers, a signal must not land in
-                # the master's (which only record, into a pipe the child no longer reads):
-                # a TERM during boot would be lost and the master would wait it out.
+    def _fork(self) -> int:
+        """fork() with the handled signals blocked until the child has dropped the master's
+        handlers. In between, a signal sent to the child would run the master's handler in
+        the child, which writes into the wake-up pipe the master reads: a TERM meant for a
+        just-forked worker would stop the whole server. Unblocked, a signal that arrived
+        meanwhile hits the child's default disposition (a TERM ends that child)."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
                 signal.set_wakeup_fd(-1)
-                for sig in HANDLED_SIGNALS:
+                for sig in HANDLED_SIGNALS:  # TTIN/TTOU would stop a process by default
                     signal.signal(sig, signal.SIG_IGN if sig in (signal.SIGTTIN, signal.SIGTTOU)
                                   else signal.SIG_DFL)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return pid
+
+    def _spawn(self, index: int, now: float) -> None:
+        try:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        except OSError as exc:  # EMFILE: try again shortly; the workers that run go on
+            log.error("cannot start a worker: %s; retrying in %.0fs", exc, SPAWN_RETRY)
+            self.next_spawn = now + SPAWN_RETRY
+            return
+        worker = Worker(self.cfg, self.listeners, write_fd, index)
+        try:
+            pid = self._fork()
+        except OSError as exc:  # EAGAIN, ENOMEM
+            os.close(read_fd)
+            os.close(write_fd)
+            log.error("cannot start a worker: %s; retrying in %.0fs", exc, SPAWN_RETRY)
+            self.next_spawn = now + SPAWN_RETRY
+            return
+        if pid == 0:  # the child; the master's signal handlers are already gone
+            code = 1
+            try:
                 os.close(read_fd)
                 self.selector.close()
                 os.close(self._wake_r)
@@ -332,7 +391,7 @@ class Master:
                     if handle.pipe >= 0:
                         os.close(handle.pipe)
                 if self.metrics is not None:
-                    self.metrics.listener.sock.close()
+                    self.metrics.close_in_child()
                 os.set_blocking(write_fd, False)
                 code = worker.run()
             except SystemExit as exc:
@@ -376,6 +435,7 @@ class Master:
             handle.requests = record[1]
             handle.by_class = list(record[2:7])
             handle.connections, flags, handle.busy_since = record[7:10]
+            handle.log_dropped = record[10:12]
             if not handle.ready:
                 handle.ready = True
                 log.info("Booted worker %d (pid %d)", handle.index, handle.pid)
@@ -394,15 +454,17 @@ class Master:
                 return
             if pid == 0:
                 return
+            code = os.waitstatus_to_exitcode(status)
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             handle = self.workers.pop(pid, None)
             if handle is None:
-                continue  # e.g. the upgraded master, when it exits first
+                if pid == self.successor:
+                    self._successor_exited(how, code)
+                continue
             if handle.pipe >= 0:
                 self.selector.unregister(handle.pipe)
                 os.close(handle.pipe)
             self.totals.absorb(handle)
-            code = os.waitstatus_to_exitcode(status)
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             if self.stopping or handle.stopping:
                 log.info("worker %d (pid %d) %s", handle.index, pid, how)
                 if not self.stopping and handle.cause in self.totals.restarts:
@@ -460,14 +522,24 @@ class Master:
     # ------------------------------------------------------------------ metrics
 
     def _serve_metrics(self, data) -> None:
-        if data is self.metrics:
-            client = self.metrics.accept()
-            if client is not None:
-                self.selector.register(client.fileno(), selectors.EVENT_READ, client)
-            return
-        if data.on_readable(lambda: render(self.totals, list(self.workers.values()))):
-            self.selector.unregister(data.fileno())
-            data.close()
+        if self.metrics is not None:
+            self._guarded(self.metrics.on_ready, data, time.monotonic())
+
+    def _render_metrics(self) -> bytes:
+        return render(self.totals, list(self.workers.values()), error_log_dropped())
+
+    @staticmethod
+    def _guarded(call, *args) -> None:
+        """Run a non-essential part of the loop (metrics): whatever it raises is logged,
+        never allowed to end the loop that supervises the workers."""
+        try:
+            call(*args)
+        except Exception:  # noqa: BLE001
+            try:
+                log.exception("error in the master's loop (%s); going on",
+                              getattr(call, "__qualname__", call))
+            except Exception:  # noqa: BLE001
+                pass
 
     # ------------------------------------------------------------------ exit
 
@@ -486,7 +558,11 @@ class Master:
             else:
                 listener.close()
         if self.metrics is not None:
-            self.metrics.close()
+            if self.handed_over:
+                self.metrics.detach()
+                self.metrics.listener.sock.close()
+            else:
+                self.metrics.close()
         path = self.cfg.pid_file
         if path:
             if self.handed_over:
@@ -514,13 +590,3 @@ def raise_fd_limit(needed: int) -> None:
 
 def _record_only(signum, frame) -> None:
     """The wakeup fd carries the signal number to the loop; nothing else to do here."""
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"))
-    root = logging.getLogger("prefork")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False

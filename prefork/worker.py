@@ -25,7 +25,6 @@ import email.utils
 import errno
 import faulthandler
 import heapq
-import json
 import logging
 import os
 import random
@@ -40,7 +39,8 @@ from typing import Callable, Dict, List, Optional
 from prefork import __version__
 from prefork import parser as parser_choice
 from prefork.config import Config
-from prefork.connection import LINGER, LINGER_SECONDS, OPEN, Connection, _peer, clf_time
+from prefork.connection import LINGER, LINGER_SECONDS, OPEN, Connection, _peer
+from prefork.logs import AccessLog, FloodFilter, error_log_dropped, reset_error_log_count
 from prefork.proxy import TrustedProxies, parse_networks
 from prefork.pool import HandlerPool
 from prefork.sockets import Listener
@@ -51,9 +51,10 @@ log = logging.getLogger("prefork.error")
 # The status record a worker writes to its pipe at least once a second (and at once when
 # it wants to retire): magic, requests answered, answers by status class 1xx..5xx, open
 # connections, flags, and since when (time.monotonic, shared by all processes) the request
-# in progress has been running, 0 when none. Smaller than PIPE_BUF, so writes are atomic.
-STATUS = struct.Struct("<4sQ5QIId")
-STATUS_MAGIC = b"PFw2"
+# in progress has been running, 0 when none; then access-log and error-log lines dropped
+# because writing failed. Smaller than PIPE_BUF, so writes are atomic.
+STATUS = struct.Struct("<4sQ5QIIdQQ")
+STATUS_MAGIC = b"PFw3"
 FLAG_RETIRING = 1  # reached --max-requests: start my replacement, then stop me
 # Exit code of a worker that could not boot: the master stops instead of fork-looping.
 EXIT_BOOT_ERROR = 3
@@ -75,6 +76,7 @@ BACKOFF_MAX = 1.0  # ...doubling on each one that follows, up to this
 FULL_GRACE = 0.1  # a full worker lets other workers take queued clients this long first
 RECLAIM_BATCH = 32  # at most this many idle connections closed at once to make room
 FIRST_BYTE_TIMEOUT = 5.0  # a connection that sent nothing is closed after min(this, --header-timeout)
+ACCESS_IDLE = 0.05  # seconds without events after which waiting access-log lines are written
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 READ = select.EPOLLIN | select.EPOLLRDHUP
 WRITE = select.EPOLLOUT
@@ -104,7 +106,8 @@ class Worker:
         self._date_second = -1
         self.conns: Dict[int, Connection] = {}
         self.closed = 0  # connections closed since the allocator was last trimmed
-        self.access = None
+        self.access: Optional[AccessLog] = None
+        self.flood: Optional[FloodFilter] = None
         self.pool: Optional[HandlerPool] = None  # --threads N > 1
         self.spool_threshold = cfg.spool_threshold
 
@@ -135,6 +138,12 @@ class Worker:
         # handler that logs the request in progress when the main thread next runs.
         signal.signal(signal.SIGUSR2, self._on_hang_signal)
         faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True, chain=True)
+        # Lines a client can cause at will are aggregated; the master's count of dropped
+        # error-log lines came along with the fork.
+        reset_error_log_count()
+        self.flood = FloodFilter()
+        for handler in logging.getLogger("prefork").handlers:
+            handler.addFilter(self.flood)
         set_process_title(f"worker {self.index} [{' '.join(l.url for l in self.listeners)}]")
         if cfg.max_requests:
             self.max_requests = cfg.max_requests + random.randint(0, cfg.max_requests_jitter)
@@ -215,11 +224,18 @@ class Worker:
         wake_r = self._wake_r
         pool = self.pool
         pool_fd = pool.fd if pool is not None else -1
+        access = self.access
         next_tick = self.now + 1.0
         stop_deadline = None
         timeout = 1.0
         while True:
-            events = ep.poll(timeout)
+            # Access lines wait only until the loop has had nothing to do for a moment
+            # (ACCESS_IDLE): tail -f sees a request as it is answered, and a busy worker
+            # writes in batches (ACCESS_BATCH lines, or once a second) at no extra syscall.
+            pending = access is not None and access.lines
+            events = ep.poll(min(timeout, ACCESS_IDLE) if pending else timeout)
+            if pending and not events:
+                access.flush()
             self.now = now = time.monotonic()
             for fd, ev in events:
                 conn = conns.get(fd)
@@ -407,6 +423,8 @@ class Worker:
     def _tick(self, now: float) -> None:
         self._update_date(time.time())
         self._beat()
+        if self.flood is not None:
+            self.flood.report()
         if self._reopen_logs:
             self._reopen_logs = False
             if self.access is not None:
@@ -463,7 +481,8 @@ class Worker:
             os.write(self.status_fd, STATUS.pack(
                 STATUS_MAGIC, self.requests, c[1], c[2], c[3], c[4], c[5], len(self.conns),
                 FLAG_RETIRING if self.retiring else 0,
-                self.pool.oldest() if self.pool is not None else self.busy_since))
+                self.pool.oldest() if self.pool is not None else self.busy_since,
+                self.access.dropped if self.access is not None else 0, error_log_dropped()))
         except BlockingIOError:
             pass  # the master is busy; the next beat will do
         except OSError:
@@ -542,59 +561,3 @@ def set_process_title(title: str) -> None:
     except ImportError:
         return
     setproctitle(f"prefork-http: {title}")
-
-
-class AccessLog:
-    """Combined log format plus the request time in seconds, or one JSON object per line;
-    one buffered write per line, flushed once a second. The request time runs from the
-    handler's call to its answer being queued."""
-
-    def __init__(self, target: str, fmt: str = "combined") -> None:
-        self.target = target
-        self.stream = self._open()
-        self._second = -1
-        self._stamp = ""
-        self.json = fmt == "json"
-
-    def __call__(self, addr, req, status: int, length: Optional[int], duration: float = 0.0) -> None:
-        wall = time.time()
-        if int(wall) != self._second:
-            self._second = int(wall)
-            self._stamp = clf_time(wall)
-        host = addr[0] if isinstance(addr, tuple) else (addr or "-")
-        if self.json:
-            line = json.dumps({
-                "remote_addr": host, "time": self._stamp, "method": req.method,
-                "target": req.target, "version": req.version, "status": status,
-                "bytes": length, "referer": req.header("referer"),
-                "user_agent": req.header("user-agent"), "request_time": round(duration, 6),
-            }) + "\n"
-        else:
-            referer = req.header("referer", "-")
-            agent = req.header("user-agent", "-")
-            line = (f'{host} - - [{self._stamp}] "{req.method} {_q(req.target)} {req.version}" {status} '
-                    f'{"-" if length is None else length} "{_q(referer)}" "{_q(agent)}" {duration:.6f}\n')
-        self.stream.write(line)
-
-    def _open(self):
-        if self.target == "-":
-            return sys.stdout
-        return open(self.target, "a", buffering=65536, encoding="utf-8", errors="backslashreplace")
-
-    def reopen(self) -> None:
-        """After USR1: logrotate has moved the file; write to a new one at the same path."""
-        if self.target == "-":
-            return
-        self.flush()
-        old, self.stream = self.stream, self._open()
-        old.close()
-
-    def flush(self) -> None:
-        try:
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass
-
-
-def _q(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
