@@ -45,7 +45,7 @@ class WorkerHandle:
 
     __slots__ = ("pid", "index", "pipe", "started", "last_beat", "ready", "requests", "by_class",
                  "connections", "busy_since", "buf", "retiring", "old", "stopping", "kill_at",
-                 "cause")
+                 "cause", "websockets")
 
     def __init__(self, pid: int, index: int, pipe: int, now: float) -> None:
         self.pid = pid
@@ -64,6 +64,7 @@ class WorkerHandle:
         self.stopping = False  # told to stop (TERM sent)
         self.kill_at = 0.0  # when to SIGKILL a worker whose stacks were dumped
         self.cause = ""  # why the master is replacing it, for the log and metrics
+        self.websockets = 0  # open WebSockets (asyncio workers)
 
     @property
     def counted(self) -> bool:
@@ -371,7 +372,7 @@ class Master:
                 continue
             handle.requests = record[1]
             handle.by_class = list(record[2:7])
-            handle.connections, flags, handle.busy_since = record[7:10]
+            handle.connections, flags, handle.busy_since, handle.websockets = record[7:11]
             if not handle.ready:
                 handle.ready = True
                 log.info("Booted worker %d (pid %d)", handle.index, handle.pid)
