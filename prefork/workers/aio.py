@@ -681,10 +681,42 @@ class HttpProtocol(asyncio.Protocol):
                 return
             if size:
                 await self.drain()
-                await self.worker.loop.sendfile(self.transport, f, 0, size)
+                await self.sendfile(f, size)
             cycle.sent = size
             cycle.left = 0
             self.response_done(cycle)
+
+    async def sendfile(self, f, size: int) -> None:
+        """`size` bytes of `f` to the client: loop.sendfile (os.sendfile on the stdlib loop);
+        where the loop has none (uvloop), os.sendfile on the socket whenever the transport
+        has nothing queued, else reads handed to the transport."""
+        try:
+            await self.worker.loop.sendfile(self.transport, f, 0, size)
+            return
+        except NotImplementedError:
+            pass
+        sock = self.transport.get_extra_info("socket")
+        fd = f.fileno()
+        offset = 0
+        while offset < size:
+            if self.state == CLOSED:
+                raise ClientDisconnected("the client has gone")
+            if sock is not None and not self.transport.get_write_buffer_size():
+                try:
+                    sent = os.sendfile(sock.fileno(), fd, offset, size - offset)
+                except BlockingIOError:
+                    sent = -1
+                if sent == 0:
+                    raise OSError("the file ended early while sending")
+                if sent > 0:
+                    offset += sent
+                    continue
+            piece = os.pread(fd, min(WRITE_HIGH, size - offset), offset)
+            if not piece:
+                raise OSError("the file ended early while sending")
+            self.transport.write(piece)
+            offset += len(piece)
+            await self.drain()
 
     def response_done(self, cycle: Cycle) -> None:
         """The response went out whole: log it, then the next request, or close."""
