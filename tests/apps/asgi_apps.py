@@ -16,8 +16,8 @@ async def raw(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    path = scope["path"]
-    if path == "/scope":
+    path = scope["path"][len(scope["root_path"]):]
+    if path.startswith("/scope"):
         info = {k: v for k, v in scope.items() if k not in ("headers", "raw_path", "query_string", "state", "asgi", "extensions")}
         info["headers"] = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]]
         info["raw_path"] = scope["raw_path"].decode("latin-1")
