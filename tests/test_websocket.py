@@ -1,0 +1,153 @@
+"""WebSockets end to end: the `websockets` client against a Starlette echo app on the
+real server, both parser twins."""
+
+import asyncio
+import os
+import signal
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import APPS
+
+websockets = pytest.importorskip("websockets")
+pytest.importorskip("starlette")
+
+
+@pytest.fixture
+def ws_server(start_server, tmp_path):
+    def start(*extra, workers=1):
+        return start_server(*extra, app="starlette_app:app", pythonpath=[APPS], workers=workers,
+                            env={"TEST_MARKERS": str(tmp_path)})
+    return start
+
+
+def url(srv, path="/ws"):
+    host, port = srv.address
+    return f"ws://{host}:{port}{path}"
+
+
+def test_echo_text_binary_subprotocol_deflate(ws_server):
+    srv = ws_server()
+
+    async def main():
+        async with websockets.connect(url(srv), subprotocols=["chat"], compression="deflate") as ws:
+            assert ws.subprotocol == "chat"
+            assert "permessage-deflate" in ws.response.headers.get("Sec-WebSocket-Extensions", "")
+            await ws.send("héllo")
+            assert await ws.recv() == "héllo"
+            await ws.send(b"\x00" * 200_000)
+            assert await ws.recv() == b"\x00" * 200_000
+            await ws.ping()
+    asyncio.run(main())
+
+
+def test_close_before_accept_is_403_and_bad_handshake(ws_server):
+    srv = ws_server()
+
+    async def main():
+        with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+            async with websockets.connect(url(srv, "/deny")):
+                pass
+        assert info.value.response.status_code == 403
+    asyncio.run(main())
+    s = srv.connect()
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n")
+    data = s.recv(4096)
+    s.close()
+    assert data.startswith(b"HTTP/1.1 426") and b"Sec-WebSocket-Version: 13" in data
+
+
+def test_max_size_closes_1009(ws_server):
+    srv = ws_server("--ws-max-size", "1000")
+
+    async def main():
+        async with websockets.connect(url(srv), max_size=None) as ws:
+            await ws.send(b"x" * 5000)
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 1009
+    asyncio.run(main())
+
+
+def test_graceful_stop_sends_1001_and_metrics(start_server, tmp_path):
+    srv = start_server("--metrics-bind", "127.0.0.1:0", app="starlette_app:app", pythonpath=[APPS],
+                       env={"TEST_MARKERS": str(tmp_path)})
+    import re
+    metrics_url = [m.group(1) for m in (re.search(r"Metrics at (\S+)/metrics", l) for l in srv.log) if m]
+    assert metrics_url
+
+    async def main():
+        socks = [await websockets.connect(url(srv)) for _ in range(3)]
+        for ws in socks:
+            await ws.send("x")
+            assert await ws.recv() == "x"
+        deadline = time.monotonic() + 10
+        while True:  # the next heartbeat carries the count
+            text = await asyncio.to_thread(lambda: urllib.request.urlopen(metrics_url[0] + "/metrics", timeout=5).read().decode())
+            if "prefork_websockets_open 3" in text or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert "prefork_websockets_open 3" in text
+        srv.proc.send_signal(signal.SIGTERM)
+        for ws in socks:
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 20)
+            assert info.value.rcvd.code == 1001
+    asyncio.run(main())
+    assert srv.proc.wait(20) == 0
+    assert os.path.exists(tmp_path / "ws-closed-1001")
+
+
+def test_hup_with_websockets_open(ws_server):
+    srv = ws_server(workers=2)
+
+    async def main():
+        socks = [await websockets.connect(url(srv)) for _ in range(10)]
+        os.kill(srv.pid, signal.SIGHUP)
+        codes = []
+        for ws in socks:
+            try:
+                await asyncio.wait_for(ws.recv(), 30)
+            except websockets.exceptions.ConnectionClosed as exc:
+                codes.append(exc.rcvd.code if exc.rcvd else None)
+        assert codes == [1001] * 10
+        srv.wait_for(r"Booted worker", count=2, timeout=30)
+        async with websockets.connect(url(srv)) as ws:  # the new workers serve
+            await ws.send("after")
+            assert await ws.recv() == "after"
+    asyncio.run(main())
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_many_idle_websockets_rss(ws_server, capsys):
+    """Idle WebSockets cost a descriptor and a little memory each, never a worker."""
+    n = 200
+    srv = ws_server("--max-connections", "1000")
+    worker = srv.children()[0]
+
+    async def main():
+        before = rss_kb(worker)
+        socks = []
+        for i in range(n):
+            socks.append(await websockets.connect(url(srv), ping_interval=None))
+        await socks[-1].send("alive")
+        assert await socks[-1].recv() == "alive"
+        after = rss_kb(worker)
+        with capsys.disabled():
+            print(f"\n{n} idle WebSockets: worker RSS {before} kB → {after} kB "
+                  f"({(after - before) / n:.1f} kB each)")
+        for ws in socks:
+            await ws.close()
+        return before, after
+    before, after = asyncio.run(main())
+    assert after - before < n * 200  # generous: well under 200 kB per WebSocket
