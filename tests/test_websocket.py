@@ -9,10 +9,11 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import APPS
+from tests.conftest import APPS, read_response
 
 websockets = pytest.importorskip("websockets")
 pytest.importorskip("starlette")
+import websockets.exceptions  # noqa: E402  (websockets 14+ no longer imports it on `import websockets`)
 
 
 @pytest.fixture
@@ -151,3 +152,101 @@ def test_many_idle_websockets_rss(ws_server, capsys):
         return before, after
     before, after = asyncio.run(main())
     assert after - before < n * 200  # generous: well under 200 kB per WebSocket
+
+
+# ---------------------------------------------------------------------- raw clients
+
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def handshake(path: bytes = b"/ws-echo") -> bytes:
+    return (b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def frame(opcode: int, payload: bytes, mask: bytes = b"\x37\xfa\x21\x3d") -> bytes:
+    """One final, masked client frame (payload under 126 bytes)."""
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_head(sock, buf: bytearray) -> bytes:
+    while b"\r\n\r\n" not in buf:
+        piece = sock.recv(65536)
+        assert piece, bytes(buf)
+        buf += piece
+    end = buf.index(b"\r\n\r\n") + 4
+    head = bytes(buf[:end])
+    del buf[:end]
+    return head
+
+
+def read_frame(sock, buf: bytearray):
+    """(opcode, payload) of the next unmasked server frame."""
+    while True:
+        if len(buf) >= 2:
+            n, off = buf[1] & 0x7F, 2
+            if n == 126 and len(buf) >= 4:
+                n, off = int.from_bytes(buf[2:4], "big"), 4
+            if n != 126 and len(buf) >= off + n:
+                opcode, payload = buf[0] & 0x0F, bytes(buf[off:off + n])
+                del buf[:off + n]
+                return opcode, payload
+        piece = sock.recv(65536)
+        if not piece:
+            raise ConnectionError(f"closed; got {bytes(buf)!r}")
+        buf += piece
+
+
+@pytest.fixture
+def raw_asgi(start_server):
+    def start(*extra):
+        return start_server(*extra, app="asgi_apps:raw", pythonpath=[APPS])
+    return start
+
+
+def test_frames_sent_with_the_handshake_reach_the_application(raw_asgi):
+    """A client that does not wait for our 101: the bytes after the upgrade head are
+    WebSocket frames, not the next HTTP request."""
+    srv = raw_asgi()
+    for payload in (b"early", b"with\nnewline\r\n\r\n"):  # the second would be a bad HTTP head
+        s = srv.connect()
+        s.sendall(handshake() + frame(0x1, payload) + frame(0x2, b"\x00\x01"))
+        buf = bytearray()
+        assert read_head(s, buf).startswith(b"HTTP/1.1 101 ")
+        assert read_frame(s, buf) == (0x1, payload)
+        assert read_frame(s, buf) == (0x2, b"\x00\x01")
+        s.sendall(frame(0x8, b"\x03\xe8"))
+        assert read_frame(s, buf)[0] == 0x8
+        s.close()
+
+
+def test_unanswered_ping_closes_1011(raw_asgi):
+    interval, timeout = 1.0, 1.0
+    srv = raw_asgi("--ws-ping-interval", str(interval), "--ws-ping-timeout", str(timeout))
+    s = srv.connect(timeout=20)
+    s.sendall(handshake())
+    buf = bytearray()
+    assert read_head(s, buf).startswith(b"HTTP/1.1 101 ")
+    t0 = time.monotonic()
+    assert read_frame(s, buf)[0] == 0x9  # a ping, which this client never answers
+    opcode, payload = read_frame(s, buf)
+    waited = time.monotonic() - t0
+    s.close()
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1011
+    # The worker checks once a second: allow two ticks of slack and a loaded machine.
+    assert waited < interval + timeout + 6, waited
+    srv.wait_for(r"did not answer a ping")
+
+
+def test_handshake_denied_with_an_http_response(raw_asgi):
+    srv = raw_asgi()
+    s = srv.connect()
+    s.sendall(handshake(b"/ws-deny"))
+    status, headers, body = read_response(s)
+    assert status == 401 and body == b"no token"
+    assert headers["www-authenticate"] == "Bearer" and headers["connection"] == "close"
+    assert "upgrade" not in headers and "sec-websocket-accept" not in headers
+    assert s.recv(100) == b""  # then the connection closes
+    s.close()

@@ -40,7 +40,9 @@ class ClientDisconnected(OSError):
 
 
 # Connection states.
-OPEN, CLOSING, LINGER, CLOSED = range(4)
+# UPGRADING: a WebSocket upgrade request is queued; what the client sends from then on is
+# WebSocket frames (kept in `early` for wsproto), never HTTP.
+OPEN, CLOSING, LINGER, CLOSED, UPGRADING = range(5)
 
 
 class Cycle:
@@ -48,7 +50,7 @@ class Cycle:
 
     __slots__ = ("req", "body", "buffered", "done", "waiter", "started", "complete", "mode",
                  "left", "head", "status", "keep", "continued", "t0", "sent", "trailers", "task",
-                 "disconnected", "length", "received_all", "trailer_fields")
+                 "disconnected", "length", "received_all", "trailer_fields", "upgrade")
 
     def __init__(self, req, body: bytes, done: bool) -> None:
         self.req = req
@@ -72,6 +74,7 @@ class Cycle:
         self.length = None
         self.received_all = False  # receive() has returned the last body bytes
         self.trailer_fields = []
+        self.upgrade = False  # a WebSocket handshake
 
     def wake(self) -> None:
         w = self.waiter
@@ -101,6 +104,7 @@ class HttpProtocol(asyncio.Protocol):
         self.trusted = worker.trusted.trusts(addr)
         self.proxy = b"" if worker.proxy_protocol and self.trusted else None
         self.ws = None  # the WebSocket, after an upgrade
+        self.early = None  # bytes received after an upgrade head, before the WebSocket starts
 
     # ------------------------------------------------------------------ transport events
 
@@ -116,6 +120,11 @@ class HttpProtocol(asyncio.Protocol):
             self.ws.data_received(data)
             return
         if self.state != OPEN:
+            if self.state == UPGRADING:
+                self.early += data
+                if len(self.early) > READ_AHEAD and not self.read_paused:
+                    self.read_paused = True
+                    self.transport.pause_reading()
             return
         if self.proxy is not None:
             data = self.proxy_header(data)
@@ -129,7 +138,7 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.head_started = 0.0
         streaming = self.streaming
-        for req in reqs:
+        for i, req in enumerate(reqs):
             if streaming is not None and req is streaming.req:  # its last bytes arrived
                 if req.body:
                     streaming.body.append(req.body)
@@ -138,7 +147,16 @@ class HttpProtocol(asyncio.Protocol):
                 streaming.wake()
                 self.streaming = streaming = None
             else:
-                self.cycles.append(Cycle(req, req.body, True))
+                cycle = Cycle(req, req.body, True)
+                self.cycles.append(cycle)
+                if req.method == "GET" and self.is_websocket(req):
+                    cycle.upgrade = True
+                    self.state = UPGRADING
+                    self.early = bytearray(self.bytes_after_upgrade(data, reqs, i))
+                    self.head_started = 0.0
+                    if self.current is None:
+                        self.next_cycle()
+                    return
         p = parser.pending
         if p is not None:
             if streaming is None:
@@ -199,7 +217,7 @@ class HttpProtocol(asyncio.Protocol):
     def read_flow(self) -> None:
         """Pause reading while the application is behind: too many body bytes waiting
         for receive(), or too many pipelined requests waiting for their turn."""
-        if self.state == CLOSED or self.ws is not None:
+        if self.state == CLOSED or self.state == UPGRADING or self.ws is not None:
             return
         ahead = sum(c.buffered for c in self.cycles)
         over = ahead > READ_AHEAD or len(self.cycles) > MAX_PIPELINED
@@ -219,12 +237,13 @@ class HttpProtocol(asyncio.Protocol):
         if self.cycles:
             cycle = self.cycles[0]
             self.current = cycle
-            if self.is_websocket(cycle.req):
+            if cycle.upgrade:
                 from prefork.workers.ws import start_websocket
 
                 self.cycles.clear()
                 self.current = None
-                start_websocket(self, cycle.req)
+                early, self.early = self.early, None
+                start_websocket(self, cycle.req, bytes(early or b""))
                 return
             cycle.t0 = access_log_clock() if self.worker.access is not None else 0.0
             cycle.task = self.worker.loop.create_task(self.run_asgi(cycle))
@@ -237,12 +256,36 @@ class HttpProtocol(asyncio.Protocol):
 
     @staticmethod
     def is_websocket(req) -> bool:
-        if req.method != "GET":
-            return False
         for name, value in req.headers:
             if name == "upgrade" and "websocket" in value.lower():
                 return True
         return False
+
+    def bytes_after_upgrade(self, data: bytes, reqs, i: int) -> bytes:
+        """What `data` holds past the head of the upgrade request `reqs[i]`: WebSocket
+        frames from a client that did not wait for our 101. The parser twins have no call
+        that hands back the bytes past a completed head, so they are found here: when the
+        parser stopped right after the upgrade request, they are the `buffered` tail it
+        keeps for a head in progress; when it went on and failed on them (a frame is not an
+        HTTP head), the upgrade head's end is found in `data`, which works when this read
+        began at a request line and the requests up to the upgrade carried no body."""
+        parser = self.parser
+        if i == len(reqs) - 1 and parser.error is None and parser.pending is None:
+            n = parser.buffered
+            return data[len(data) - n:] if n else b""
+        first = reqs[0]
+        if (data.lstrip(b"\r\n").startswith(first.method.encode("ascii") + b" ")
+                and not any(r.body or r.content_length or r.chunked for r in reqs[:i + 1])):
+            pos = 0
+            for _ in range(i + 1):
+                pos = data.find(b"\r\n\r\n", pos)
+                if pos < 0:
+                    break
+                pos += 4
+            else:
+                return data[pos:]
+        log.info("dropped the bytes %s sent after its WebSocket upgrade request", _peer(self.addr))
+        return b""
 
     def client(self, req):
         """(client (host, port), scheme) for the scope."""

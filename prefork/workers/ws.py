@@ -32,12 +32,15 @@ log = logging.getLogger("prefork.error")
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_QUEUED = 64  # messages waiting for the application before reading pauses
 CLOSE_WAIT = 5.0  # seconds the client has to answer our close frame
+MAX_EARLY = 256 * 1024  # bytes read before the application accepts, then reading pauses
 
 CONNECTING, ACCEPTED, CLOSING, CLOSED = range(4)
 
 
-def start_websocket(proto, req) -> None:
-    """The request `req` asks for an upgrade: check the handshake, then run the app."""
+def start_websocket(proto, req, early: bytes = b"") -> None:
+    """The request `req` asks for an upgrade: check the handshake, then run the app.
+    `early` is what the client sent after the request head (frames it did not wait for
+    our 101 to send); wsproto reads it once the application accepts."""
     worker = proto.worker
     problem = None
     key = None
@@ -69,6 +72,7 @@ def start_websocket(proto, req) -> None:
         proto.linger()
         return
     ws = WebSocket(proto, req, key)
+    ws.early = early
     proto.ws = ws
     proto.parser = None
     worker.websockets += 1
@@ -97,6 +101,7 @@ class WebSocket:
         self.responded = False  # an HTTP answer instead of the upgrade (or 403)
         self.http_head = None
         self.task = None
+        self.early = b""  # bytes received before the accept
 
     # ------------------------------------------------------------------ the application
 
@@ -210,6 +215,12 @@ class WebSocket:
         self.last_ping = worker.now
         if worker.stopping:
             self.going_away()
+        if self.early:
+            early, self.early = self.early, b""
+            if self.proto.read_paused and not self.disconnected:
+                self.proto.read_paused = False
+                self.proto.transport.resume_reading()
+            self.data_received(early)
 
     def http_answer(self, status: int, headers, body: bytes) -> None:
         """An HTTP response instead of the upgrade (websocket.http.response, 403 for a close
@@ -232,9 +243,12 @@ class WebSocket:
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        if conn is None:  # bytes before our 101: not allowed by RFC 6455 §4.1
+        if conn is None:  # frames before our 101 (RFC 6455 §4.1 says wait; some clients do not)
             if self.state == CONNECTING:
-                return
+                self.early += data
+                if len(self.early) > MAX_EARLY and not self.proto.read_paused:
+                    self.proto.read_paused = True
+                    self.proto.transport.pause_reading()
             return
         try:
             conn.receive_data(data)

@@ -16,6 +16,9 @@ async def raw(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await websocket(scope, receive, send)
+        return
     path = scope["path"][len(scope["root_path"]):]
     if path.startswith("/scope"):
         info = {k: v for k, v in scope.items() if k not in ("headers", "raw_path", "query_string", "state", "asgi", "extensions")}
@@ -98,6 +101,25 @@ async def raw(scope, receive, send):
     else:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"hello " + path.encode()})
+
+
+async def websocket(scope, receive, send):
+    """/ws-echo echoes text and bytes; /ws-deny answers the handshake with an HTTP response
+    (the websocket.http.response extension)."""
+    assert (await receive())["type"] == "websocket.connect"
+    if scope["path"] == "/ws-deny":
+        assert "websocket.http.response" in scope["extensions"]
+        await send({"type": "websocket.http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+        await send({"type": "websocket.http.response.body", "body": b"no ", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"token"})
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        m = await receive()
+        if m["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": m.get("text"), "bytes": m.get("bytes")})
 
 
 async def no_lifespan(scope, receive, send):
