@@ -293,3 +293,66 @@ def test_fastapi(asgi):
     assert get(srv, "/private", headers={"X-Token": "wrong"})[0].status == 401
     assert get(srv, "/private", headers={"X-Token": "secret"})[1] == b'{"ok":true}'
     assert get(srv, "/items/notanint")[0].status == 422
+
+
+# ---------------------------------------------------------------------- trailers, slow clients, half-close
+
+def test_trailers_only_when_the_client_asked(asgi):
+    """Trailers go out chunked to a client that sent `TE: trailers`; to any other (or on
+    HTTP/1.0, which has no chunked coding) they are dropped and the body framed as usual."""
+    srv = asgi("asgi_apps:raw")
+    s = srv.connect()
+    s.sendall(b"GET /trailers HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+    buf = bytearray()
+    status, headers, body = read_response(s, buf=buf)
+    assert status == 200 and body == b"data" and headers.get("content-length") == "4"
+    assert "transfer-encoding" not in headers and b"x-checksum" not in bytes(buf)
+    assert read_response(s, buf=buf)[2] == b"hello /after"  # the stream is still in step
+    s.close()
+    s = srv.connect()
+    s.sendall(b"GET /trailers HTTP/1.0\r\nTE: trailers\r\n\r\n")
+    data = recv_until_closed(s)
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding" not in head
+    assert body == b"data" and b"x-checksum" not in data
+
+
+def test_slow_sender_body_arrives_in_pieces_then_body_timeout(asgi):
+    srv = asgi("asgi_apps:raw", "--body-timeout", "1")
+    s = srv.connect(timeout=15)
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n")
+    for _ in range(8):  # trickled: the application hears each piece with more_body
+        time.sleep(0.1)
+        s.sendall(b"abcde")
+    status, headers, body = read_response(s)
+    assert status == 200 and body == b"40" and int(headers["x-chunks"]) > 1
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n12345")
+    status, headers, _ = read_response(s)  # then nothing: 408 after the body timeout
+    assert status == 408 and headers["connection"] == "close"
+    assert s.recv(100) == b""
+    s.close()
+    srv.wait_for(r"408 from .*no body bytes")
+    assert get(srv, "/still")[1] == b"hello /still"
+
+
+def test_half_close_after_pipelined_requests(asgi, tmp_path):
+    """A client may shut its side after sending: what it sent whole is answered, then the
+    connection closes; a request whose body never came whole hears http.disconnect."""
+    srv = asgi("asgi_apps:raw")
+    s = srv.connect()
+    s.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nxyz"
+              b"GET /stream?2 HTTP/1.1\r\nHost: h\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    data = recv_until_closed(s)
+    s.close()
+    assert data.count(b"HTTP/1.1 200") == 3, data
+    assert b"hello /a" in data and data.endswith(b"part 1\n\r\n0\r\n\r\n")
+    marker = tmp_path / "half"
+    s = srv.connect()
+    s.sendall(b"POST /wait-disconnect?" + str(marker).encode() + b" HTTP/1.1\r\nHost: h\r\n"
+              b"Content-Length: 10\r\n\r\n12345")
+    s.shutdown(socket.SHUT_WR)
+    assert recv_until_closed(s) == b""
+    s.close()
+    assert wait_file(str(marker)) == "http.disconnect"

@@ -35,6 +35,17 @@ WRITE_HIGH = 256 * 1024  # transport write buffer high-water mark
 access_log_clock = perf_counter
 
 
+def accepts_trailers(req) -> bool:
+    """The client said it takes trailer fields (`TE: trailers`, RFC 9110 §10.1.4); only
+    HTTP/1.1 has the chunked coding that carries them."""
+    if req.version != "HTTP/1.1":
+        return False
+    for name, value in req.headers:
+        if name == "te" and "trailers" in [t.split(";", 1)[0].strip() for t in value.lower().split(",")]:
+            return True
+    return False
+
+
 class ClientDisconnected(OSError):
     """send() on a connection the client has closed (ASGI HTTP spec 2.4)."""
 
@@ -172,9 +183,24 @@ class HttpProtocol(asyncio.Protocol):
         self.read_flow()
 
     def eof_received(self):
-        # The client closed its side: as uvicorn does, that is the end of the connection
-        # (the application hears http.disconnect); a half-closed client is rare.
-        return None
+        """The client shut its side, which it may do once it has sent its requests: answer
+        those that arrived whole, in order, then close (as the epoll worker does). A request
+        whose body can no longer arrive whole hears http.disconnect: when it is the one the
+        application runs, the connection closes now."""
+        if self.state != OPEN or self.ws is not None:
+            return None
+        self.state = CLOSING
+        streaming = self.streaming
+        if streaming is not None:
+            self.streaming = None
+            streaming.disconnected = True
+            streaming.wake()
+            if streaming is self.current:
+                return None
+            self.cycles.remove(streaming)
+        if self.current is not None:
+            self.current.wake()  # an application waiting for http.disconnect hears it
+        return True if self.cycles else None
 
     def connection_lost(self, exc) -> None:
         self.state = CLOSED
@@ -217,7 +243,7 @@ class HttpProtocol(asyncio.Protocol):
     def read_flow(self) -> None:
         """Pause reading while the application is behind: too many body bytes waiting
         for receive(), or too many pipelined requests waiting for their turn."""
-        if self.state == CLOSED or self.state == UPGRADING or self.ws is not None:
+        if self.state != OPEN or self.ws is not None:
             return
         ahead = sum(c.buffered for c in self.cycles)
         over = ahead > READ_AHEAD or len(self.cycles) > MAX_PIPELINED
@@ -338,6 +364,8 @@ class HttpProtocol(asyncio.Protocol):
             await worker.app(scope, receive, send)
         except BaseException as exc:  # noqa: BLE001 - an application error is logged, never raised
             if isinstance(exc, ClientDisconnected) and cycle.disconnected:
+                if self.state == CLOSING:  # it heard the client's half-close
+                    self.close()
                 return
             log.exception("error in ASGI application for %s %s", req.method, req.target)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -355,6 +383,8 @@ class HttpProtocol(asyncio.Protocol):
                 log.error("ASGI application returned before its response body ended (%s %s); closing",
                           req.method, req.target)
                 self.abort()
+        elif cycle.disconnected and self.state == CLOSING:  # it heard the client's half-close
+            self.close()
 
     def simple_answer(self, cycle: Cycle, status: int, reason: str) -> None:
         """A server-made answer (404 outside --root-path, 500 for a broken application)."""
@@ -374,6 +404,11 @@ class HttpProtocol(asyncio.Protocol):
             # The body has been handed over: the next event is the end of the connection
             # (or of the response, after which this request has nothing more to hear).
             while not cycle.disconnected and not cycle.complete:
+                if self.state == CLOSING:
+                    # The client has shut its side and the application waits for its
+                    # disconnect (a long poll, a stream): tell it; it answers no more.
+                    cycle.disconnected = True
+                    break
                 cycle.waiter = w = self.worker.loop.create_future()
                 await w
             return {"type": "http.disconnect"}
@@ -425,7 +460,10 @@ class HttpProtocol(asyncio.Protocol):
                 return
             cycle.trailers = bool(message.get("trailers", False))
             if cycle.trailers:
-                length = None
+                if accepts_trailers(cycle.req):
+                    length = None  # trailers need the chunked coding
+                else:
+                    cycle.trailer_fields = None  # the client did not ask: dropped
             cycle.head = (status, fields, length)
             return
         if not cycle.started:
@@ -446,11 +484,12 @@ class HttpProtocol(asyncio.Protocol):
         elif kind == "http.response.trailers":
             if not cycle.trailers or cycle.head is not None or cycle.complete:
                 raise RuntimeError("http.response.trailers without trailers=True, or not after the body")
-            fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
-            cycle.trailer_fields += clean_headers(fields)[0]
+            if cycle.trailer_fields is not None:
+                fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
+                cycle.trailer_fields += clean_headers(fields)[0]
             if not message.get("more_trailers", False):
                 if cycle.mode == CHUNKED:
-                    self.transport.write(last_chunk(cycle.trailer_fields, self.worker.header_block))
+                    self.transport.write(last_chunk(cycle.trailer_fields or (), self.worker.header_block))
                 self.response_done(cycle)
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
@@ -462,7 +501,7 @@ class HttpProtocol(asyncio.Protocol):
         cycle.head = None
         worker = self.worker
         req = cycle.req
-        if length is None and not more and not cycle.trailers:
+        if length is None and not more and (not cycle.trailers or cycle.trailer_fields is None):
             length = len(body)
         head = response_head(req.method, req.version, req.keep_alive and not worker.stopping,
                              worker.status_line(status), worker.date_block, worker.header_block(fields),
@@ -506,7 +545,8 @@ class HttpProtocol(asyncio.Protocol):
                     self.response_done(cycle)
                     self.abort()
                     return
-                self.response_done(cycle)
+                if not cycle.trailers:  # else the trailers message ends it
+                    self.response_done(cycle)
         elif mode == CHUNKED:
             if body:
                 cycle.sent += len(body)
@@ -521,7 +561,7 @@ class HttpProtocol(asyncio.Protocol):
             if body:
                 cycle.sent += len(body)
                 t.write(body)
-            if not more:
+            if not more and not cycle.trailers:
                 self.response_done(cycle)
 
     async def pathsend(self, cycle: Cycle, path: str) -> None:
@@ -629,6 +669,9 @@ class HttpProtocol(asyncio.Protocol):
         """Shut our side once the answer is out; read and drop what the client still sends
         for a moment, so that the close does not reset the answer away."""
         if self.state == CLOSED:
+            return
+        if self.state == CLOSING:  # the client has shut its side: nothing left to read
+            self.close()
             return
         self.state = LINGER
         self.last_active = self.worker.now
