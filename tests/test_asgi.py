@@ -239,6 +239,7 @@ def test_blocked_loop_is_a_hung_worker(asgi):
     s = srv.connect()
     s.sendall(b"GET /block?30 HTTP/1.1\r\nHost: h\r\n\r\n")
     srv.wait_for(r"silent for \d+s: dumping its stacks", timeout=20)
+    srv.wait_for(r"hung in GET /block\?30 HTTP/1.1, its loop blocked for", timeout=10)  # names the request
     srv.wait_for(r"Booted worker", timeout=20)
     s.close()
     assert get(srv, "/after")[1] == b"hello /after"

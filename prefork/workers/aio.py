@@ -104,6 +104,36 @@ class AsyncioWorker(Worker):
         if self.stopping:
             self._on_tick(rearm=False)
 
+    def _on_hang_signal(self, signum, frame) -> None:
+        """The master found the loop silent (a blocked loop is a hung worker) and sent USR2:
+        faulthandler has dumped the stacks; name the request whose task holds the loop.
+        Python runs this handler between two bytecodes of that very task, so the running
+        task is the culprit; nothing is recorded per request for it. (busy_since stays 0:
+        a long request that awaits is not a hung worker on an event loop.)"""
+        try:
+            task = asyncio.current_task(self.loop)
+        except RuntimeError:
+            task = None
+        blocked = time.monotonic() - self.now  # self.now moves once a second, on the loop
+        if task is not None:
+            for conn in list(self.conns):
+                cycle = conn.current
+                if cycle is not None and cycle.task is task:
+                    req = cycle.req
+                    break
+                ws = conn.ws
+                if ws is not None and ws.task is task:
+                    req = ws.req
+                    break
+            else:
+                req = None
+            if req is not None:
+                log.error("worker %d hung in %s %s %s, its loop blocked for %.1fs (stacks above)", os.getpid(),
+                          req.method, req.target, req.version, blocked)
+                return
+        log.error("worker %d hung outside any request, its loop blocked for %.1fs (stacks above)",
+                  os.getpid(), blocked)
+
     # ------------------------------------------------------------------ accepting
 
     def _set_accepting(self, on: bool) -> None:
