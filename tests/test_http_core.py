@@ -102,3 +102,23 @@ class Limits:
 ])
 def test_expired(args, expected):
     assert core.expired(*args, Limits) == expected
+
+
+def test_after_response_keep_close_linger():
+    assert core.after_response(True, True, False) == core.KEEP
+    assert core.after_response(True, True, True) == core.KEEP
+    assert core.after_response(False, True, False) == core.CLOSE
+    assert core.after_response(False, True, True) == core.LINGER  # pipelined requests dropped
+    assert core.after_response(True, False, False) == core.LINGER  # answered before its body
+
+
+@pytest.mark.parametrize("raw, version, expected", [
+    (b"TE: trailers\r\n", "1.1", True),
+    (b"TE: deflate;q=0.5, Trailers\r\n", "1.1", True),
+    (b"TE: trailersx\r\n", "1.1", False),
+    (b"", "1.1", False),
+    (b"TE: trailers\r\n", "1.0", False),
+])
+def test_accepts_trailers_from_parsed_requests(mod, raw, version, expected):
+    req = mod.RequestParser().feed(b"GET / HTTP/" + version.encode() + b"\r\nHost: x\r\n" + raw + b"\r\n")[0]
+    assert core.accepts_trailers(req.version, req.headers) is expected

@@ -14,6 +14,8 @@ Drivers own the I/O; this module owns the decisions, so that each rule exists on
   the server's; a Content-Length it sets is read as its promise of the body's length.
 - error answers (`error_answer`): a protocol error's status, `Connection: close`.
 - which timeout applies to a connection (`expired`).
+- after a response: keep the connection, close it, or linger (`after_response`).
+- whether a client takes trailer fields (`accepts_trailers`).
 
 Nothing here imports socket, os, asyncio or ssl: tests feed it bytes and read bytes.
 """
@@ -145,3 +147,29 @@ def expired(now: float, last_active: float, head_started: float, writing: bool,
     if head_started:
         return "header" if now - head_started > cfg.header_timeout else None
     return "keepalive" if idle > cfg.keepalive else None
+
+
+# What a connection does once a response has gone out whole.
+KEEP, CLOSE, LINGER = range(3)
+
+
+def after_response(keep: bool, body_done: bool, queued: bool) -> int:
+    """KEEP (read the next request), CLOSE, or LINGER (shut our side, then read and drop
+    for a moment so that the close does not reset the answer away). Not kept alive, or
+    answered before the request body arrived whole: the rest of the stream cannot be told
+    apart from the next request, so the connection ends; it lingers when the client may
+    still be sending (the rest of a body, pipelined requests)."""
+    if keep and body_done:
+        return KEEP
+    return LINGER if queued or not body_done else CLOSE
+
+
+def accepts_trailers(version: str, headers) -> bool:
+    """The client takes trailer fields (`TE: trailers`, RFC 9110 §10.1.4); only HTTP/1.1
+    has the chunked coding that carries them. `headers`: (lower-case name, value) pairs."""
+    if version != "HTTP/1.1":
+        return False
+    for name, value in headers:
+        if name == "te" and "trailers" in [t.split(";", 1)[0].strip() for t in value.lower().split(",")]:
+            return True
+    return False

@@ -21,8 +21,8 @@ from prefork.apps.asgi import request_scope
 from prefork.connection import LINGER_SECONDS, RequestTimeout, _peer
 from prefork.errors import ResponseHeadError
 from prefork.http.core import (
-    CHUNKED, CLOSE_DELIMITED, CONTINUE, EXACT, HEAD_ONLY, chunk, clean_headers, error_answer, expired,
-    last_chunk, response_head,
+    CHUNKED, CLOSE_DELIMITED, CONTINUE, EXACT, HEAD_ONLY, KEEP, LINGER as AFTER_LINGER, accepts_trailers,
+    after_response, chunk, clean_headers, error_answer, expired, last_chunk, response_head,
 )
 from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
 from prefork.response import error_response
@@ -33,17 +33,6 @@ MAX_PIPELINED = 16  # requests parsed ahead of the one being answered
 WRITE_HIGH = 256 * 1024  # transport write buffer high-water mark
 
 access_log_clock = perf_counter
-
-
-def accepts_trailers(req) -> bool:
-    """The client said it takes trailer fields (`TE: trailers`, RFC 9110 §10.1.4); only
-    HTTP/1.1 has the chunked coding that carries them."""
-    if req.version != "HTTP/1.1":
-        return False
-    for name, value in req.headers:
-        if name == "te" and "trailers" in [t.split(";", 1)[0].strip() for t in value.lower().split(",")]:
-            return True
-    return False
 
 
 class ClientDisconnected(OSError):
@@ -460,7 +449,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             cycle.trailers = bool(message.get("trailers", False))
             if cycle.trailers:
-                if accepts_trailers(cycle.req):
+                if accepts_trailers(cycle.req.version, cycle.req.headers):
                     length = None  # trailers need the chunked coding
                 else:
                     cycle.trailer_fields = None  # the client did not ask: dropped
@@ -634,14 +623,11 @@ class HttpProtocol(asyncio.Protocol):
             self.cycles.popleft()
         if self.current is cycle:
             self.current = None
-        if not cycle.keep or not cycle.done:
-            # Not kept alive, or the application answered before the whole body arrived:
-            # the rest of the stream cannot be told apart from the next request. Linger
-            # when the client may still be sending (a body, pipelined requests).
-            dropped = bool(self.cycles) or not cycle.done
+        then = after_response(cycle.keep, cycle.done, bool(self.cycles))
+        if then != KEEP:
             self.cycles.clear()
             self.streaming = None
-            if dropped:
+            if then == AFTER_LINGER:
                 self.linger()
             else:
                 self.state = CLOSING
