@@ -3,11 +3,14 @@
     python loadtests/run.py                                  # 1 worker, auto parser, 20 users, 30 s
     python loadtests/run.py --workers 2 --users 50 --time 2m --parser python
     python loadtests/run.py --compare --users 32 --time 60s  # --parser python, then cython
+    python loadtests/run.py --scenario asgi                  # the ASGI app on the asyncio worker
 
 Builds the demo site (loadtests/demo_site.py) under the output folder, starts
 `python -m prefork --bind 127.0.0.1:0` serving it, runs `locust --headless` with
 loadtests/locustfile.py for the given time and users, and keeps locust's HTML report, its
 CSVs and the server's log under --out (default loadtests/out/<UTC time>/, git-ignored).
+With --scenario asgi it serves loadtests/asgi_site.py (a raw ASGI application, on the
+asyncio worker) and runs loadtests/locust_asgi.py instead.
 Everything it starts is stopped by pid. Exit status: 0 when every request succeeded, 1
 when any failed (or none ran, or the server logged a traceback), 2 on a usage problem.
 
@@ -92,16 +95,18 @@ def run_once(parser: str, args, out: str) -> dict:
     server_cpu, locust_cpu, where = cpus(args.workers)
     site = os.path.join(out, "site")
     demo_site.build(site)
-    name = f"locust-{parser}"
+    asgi = args.scenario == "asgi"
+    app, locustfile = ("asgi_site:app", "locust_asgi.py") if asgi else ("demo_site:app", "locustfile.py")
+    name = f"locust-{parser}" if not asgi else f"locust-asgi-{parser}"
     prefix = os.path.join(out, name)
-    print(f"[{parser}] prefork-http, {args.workers} worker(s), {args.users} users for {args.time}; {where}",
+    print(f"[{parser}] prefork-http ({args.scenario}), {args.workers} worker(s), {args.users} users for {args.time}; {where}",
           flush=True)
-    server = start_prefork(["--parser", parser, "--chdir", HERE, "demo_site:app"], server_cpu,
+    server = start_prefork(["--parser", parser, "--chdir", HERE, app], server_cpu,
                            workers=args.workers, env={"PREFORK_LOADTEST_ROOT": site})
     problems: List[str] = []
     locust_load = None  # CPU seconds locust used per second of run time
     try:
-        cmd = ["taskset", "-c", locust_cpu, tool("locust") or "locust", "-f", os.path.join(HERE, "locustfile.py"),
+        cmd = ["taskset", "-c", locust_cpu, tool("locust") or "locust", "-f", os.path.join(HERE, locustfile),
                "--headless", "--users", str(args.users), "--spawn-rate", str(args.spawn_rate or args.users),
                "--run-time", args.time, "--host", server.url, "--csv", prefix, "--html", prefix + ".html",
                "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING"]
@@ -220,6 +225,8 @@ def main() -> int:
     ap.add_argument("--spawn-rate", type=float, help="users started per second (default: all at once)")
     ap.add_argument("--time", default="30s", help="locust run time: 30s, 2m, 1h (default 30s)")
     ap.add_argument("--wait", help="think time MIN:MAX seconds (default 0.5:2; 0:0 with --compare)")
+    ap.add_argument("--scenario", default="demo", choices=("demo", "asgi"),
+                    help="demo: the demo site (App); asgi: loadtests/asgi_site.py on the asyncio worker")
     ap.add_argument("--compare", action="store_true", help="--parser python then --parser cython")
     ap.add_argument("--out", help="output folder (default loadtests/out/<UTC time>)")
     args = ap.parse_args()

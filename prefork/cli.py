@@ -14,7 +14,7 @@ EPILOG = """\
 examples:
   prefork-http                                  serve the current folder on 127.0.0.1:8000
   prefork-http --workers 4 --root ./public      serve ./public with 4 workers
-  prefork-http --workers 4 myapp:app            serve a prefork App or any WSGI callable
+  prefork-http --workers 4 myapp:app            serve a prefork App, a WSGI or an ASGI application
   prefork-http --threads 8 'myapp:create_app()' call a factory in each worker; 8 handler threads
   prefork-http --bind 0.0.0.0:8080 --bind unix:/run/app.sock
   prefork-http --bind 127.0.0.1:0               pick a free port (printed at startup)
@@ -53,6 +53,12 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds greater than 0")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return _positive_float(text)
 
 
 def _seconds(text: str) -> int:
@@ -194,6 +200,20 @@ def build_argparser() -> argparse.ArgumentParser:
     p.add_argument("--spool-threshold", type=_size, default=d.spool_threshold,
                    help="request bodies larger than this are kept in a temporary file "
                         "instead of memory (default 1M)")
+    p.add_argument("--interface", choices=("auto", "app", "wsgi", "asgi"), default=d.interface,
+                   help="what the application speaks: a prefork App, WSGI or ASGI 3 "
+                        "(default auto: detected)")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default=d.loop,
+                   help="the ASGI worker's event loop (default auto: uvloop when installed)")
+    p.add_argument("--lifespan", choices=("auto", "on", "off"), default=d.lifespan,
+                   help="ASGI lifespan startup/shutdown in each worker; auto runs it when the "
+                        "application supports it (default %(default)s)")
+    p.add_argument("--ws-max-size", type=_size, default=d.ws_max_size,
+                   help="largest WebSocket message, else close 1009 (default 16M)")
+    p.add_argument("--ws-ping-interval", type=_non_negative_float, default=d.ws_ping_interval,
+                   help="seconds between pings on a WebSocket, 0 for none (default %(default)s)")
+    p.add_argument("--ws-ping-timeout", type=_positive_float, default=d.ws_ping_timeout,
+                   help="seconds to wait for a pong before closing with 1011 (default %(default)s)")
     p.add_argument("--version", action="version", version=f"prefork-http {__version__}")
     return p
 
@@ -255,6 +275,12 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
             threads=ns.threads,
             access_log_format=ns.access_log_format,
             spool_threshold=ns.spool_threshold,
+            interface=ns.interface,
+            loop=ns.loop,
+            lifespan=ns.lifespan,
+            ws_max_size=ns.ws_max_size,
+            ws_ping_interval=ns.ws_ping_interval,
+            ws_ping_timeout=ns.ws_ping_timeout,
         ).validate()
     except ConfigError as exc:
         ap.error(str(exc))
@@ -270,6 +296,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except parser_choice.ParserUnavailable as exc:
         print(f"prefork-http: error: --parser cython: {exc}", file=sys.stderr)
         return 2
+    if cfg.loop == "uvloop":
+        import importlib.util
+
+        if importlib.util.find_spec("uvloop") is None:
+            print("prefork-http: error: --loop uvloop: uvloop is not installed "
+                  "(pip install 'prefork-http[uvloop]')", file=sys.stderr)
+            return 2
     if cfg.app is not None:
         # Try the import in a throwaway child, before anything binds: a typo is one line
         # and exit code 4 instead of a crash loop, and the master stays free of the

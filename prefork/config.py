@@ -70,6 +70,9 @@ def parse_bind(spec: str) -> BindSpec:
 # module:attribute or module:factory() — what the positional argument of the command names.
 APP_SPEC = re.compile(r"([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*):([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)(\(\))?")
 ACCESS_LOG_FORMATS = ("combined", "json")
+INTERFACES = ("auto", "app", "wsgi", "asgi")
+LOOPS = ("auto", "asyncio", "uvloop")
+LIFESPANS = ("auto", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +112,13 @@ class Config:
     threads: int = 1  # handler threads per worker; 1 runs handlers in the loop
     access_log_format: str = "combined"  # combined | json
     spool_threshold: int = 1024 * 1024  # request bodies larger than this go to a temp file
+    # ASGI (the asyncio worker).
+    interface: str = "auto"  # auto | app | wsgi | asgi: what the application speaks
+    loop: str = "auto"  # auto | asyncio | uvloop (auto: uvloop when installed)
+    lifespan: str = "auto"  # auto | on | off: ASGI lifespan startup/shutdown per worker
+    ws_max_size: int = 16 * 1024 * 1024  # largest WebSocket message, else close 1009
+    ws_ping_interval: float = 20.0  # seconds between pings to an idle WebSocket; 0: never
+    ws_ping_timeout: float = 20.0  # seconds to wait for the pong, then close 1011
 
     def validate(self) -> "Config":
         if not self.binds:
@@ -140,6 +150,13 @@ class Config:
             raise ConfigError(f"--root-path {self.root_path!r} must start with / and not end with /")
         if self.access_log_format not in ACCESS_LOG_FORMATS:
             raise ConfigError(f"--access-log-format must be one of {', '.join(ACCESS_LOG_FORMATS)}")
+        for name, choices in (("interface", INTERFACES), ("loop", LOOPS), ("lifespan", LIFESPANS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"--{name} must be one of {', '.join(choices)}")
+        if self.ws_max_size < 1:
+            raise ConfigError("--ws-max-size must be at least 1")
+        if self.ws_ping_interval < 0 or self.ws_ping_timeout <= 0:
+            raise ConfigError("--ws-ping-interval must be 0 or more and --ws-ping-timeout more than 0")
         if not os.path.isdir(self.root):
             raise ConfigError(f"--root {self.root!r} is not a directory")
         if self.log_level not in ("debug", "info", "warning", "error", "critical"):

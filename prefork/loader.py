@@ -91,7 +91,15 @@ def check_importable(spec: str, timeout: float) -> "str | None":
 
 def make_handler(cfg) -> Callable:
     """The worker's handler for `cfg.app`: the App itself, or a WSGI adapter around it."""
+    return load_app(cfg)[1]
+
+
+def load_app(cfg) -> Tuple[str, Any]:
+    """(interface, what serves it) for `cfg.app`: ("app", the App), ("wsgi", a WSGI
+    adapter) or ("asgi", the ASGI 3 application itself). `cfg.interface` forces the
+    interface; "auto" detects it (prefork.apps.asgi.detect_interface)."""
     from prefork.app import App
+    from prefork.apps.asgi import detect_interface
     from prefork.wsgi import WSGIHandler
 
     obj, is_factory = import_app(cfg.app)
@@ -99,11 +107,21 @@ def make_handler(cfg) -> Callable:
         obj = obj()
         if not callable(obj):
             raise AppLoadError(f"{cfg.app!r} returned {type(obj).__name__}, not an application")
+    interface = getattr(cfg, "interface", "auto")
+    if interface == "auto":
+        interface = "app" if isinstance(obj, App) else detect_interface(obj)
+    if interface == "asgi":
+        return "asgi", obj
+    if interface == "app":
+        if not isinstance(obj, App):
+            raise AppLoadError(f"{cfg.app!r} is not a prefork App (--interface app)")
+        obj.configure(root_path=cfg.root_path)
+        return "app", obj
     if isinstance(obj, App):
         obj.configure(root_path=cfg.root_path)
-        return obj
-    return WSGIHandler(obj, root_path=cfg.root_path, multithread=cfg.threads > 1,
-                       multiprocess=cfg.workers > 1)
+        return "app", obj
+    return "wsgi", WSGIHandler(obj, root_path=cfg.root_path, multithread=cfg.threads > 1,
+                               multiprocess=cfg.workers > 1)
 
 
 def _where(exc: BaseException) -> str:

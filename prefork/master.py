@@ -47,7 +47,7 @@ class WorkerHandle:
 
     __slots__ = ("pid", "index", "pipe", "started", "last_beat", "ready", "requests", "by_class",
                  "connections", "busy_since", "buf", "retiring", "old", "stopping", "kill_at",
-                 "cause", "log_dropped")
+                 "cause", "log_dropped", "websockets")
 
     def __init__(self, pid: int, index: int, pipe: int, now: float) -> None:
         self.pid = pid
@@ -67,6 +67,7 @@ class WorkerHandle:
         self.kill_at = 0.0  # when to SIGKILL a worker whose stacks were dumped
         self.cause = ""  # why the master is replacing it, for the log and metrics
         self.log_dropped = (0, 0)  # access-log and error-log lines it could not write
+        self.websockets = 0  # open WebSockets (asyncio workers)
 
     @property
     def counted(self) -> bool:
@@ -436,6 +437,7 @@ class Master:
             handle.by_class = list(record[2:7])
             handle.connections, flags, handle.busy_since = record[7:10]
             handle.log_dropped = record[10:12]
+            handle.websockets = record[12]
             if not handle.ready:
                 handle.ready = True
                 log.info("Booted worker %d (pid %d)", handle.index, handle.pid)

@@ -52,9 +52,10 @@ log = logging.getLogger("prefork.error")
 # it wants to retire): magic, requests answered, answers by status class 1xx..5xx, open
 # connections, flags, and since when (time.monotonic, shared by all processes) the request
 # in progress has been running, 0 when none; then access-log and error-log lines dropped
-# because writing failed. Smaller than PIPE_BUF, so writes are atomic.
-STATUS = struct.Struct("<4sQ5QIIdQQ")
-STATUS_MAGIC = b"PFw3"
+# because writing failed, and the WebSockets open (asyncio worker). Smaller than PIPE_BUF,
+# so writes are atomic.
+STATUS = struct.Struct("<4sQ5QIIdQQI")
+STATUS_MAGIC = b"PFw4"
 FLAG_RETIRING = 1  # reached --max-requests: start my replacement, then stop me
 # Exit code of a worker that could not boot: the master stops instead of fork-looping.
 EXIT_BOOT_ERROR = 3
@@ -110,10 +111,25 @@ class Worker:
         self.flood: Optional[FloodFilter] = None
         self.pool: Optional[HandlerPool] = None  # --threads N > 1
         self.spool_threshold = cfg.spool_threshold
+        self.websockets = 0  # open WebSockets (only the asyncio worker has any)
 
     # ------------------------------------------------------------------ set-up (child)
 
     def run(self) -> int:
+        if self.handler is None and self.cfg.app is not None:
+            # The application decides the driver: an ASGI one gets the asyncio worker.
+            try:
+                from prefork.loader import load_app
+
+                interface, app = load_app(self.cfg)
+            except Exception:
+                log.exception("worker %d failed to boot", os.getpid())
+                return EXIT_BOOT_ERROR
+            if interface == "asgi":
+                from prefork.workers.aio import AsyncioWorker
+
+                return AsyncioWorker(self.cfg, self.listeners, self.status_fd, self.index, app).run()
+            self.handler = app
         try:
             self._boot()
         except Exception:
@@ -131,6 +147,40 @@ class Worker:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
+        self._boot_common()
+        if self.handler is None:
+            if cfg.app is not None:
+                from prefork.loader import make_handler
+
+                self.handler = make_handler(cfg)
+            else:
+                self.handler = StaticFiles(cfg.root, listing=cfg.listing, serve_dotfiles=cfg.serve_dotfiles,
+                                           follow_symlinks=cfg.follow_symlinks, max_age=cfg.static_max_age)
+        self.ep = select.epoll()
+        self.ep.register(self._wake_r, select.EPOLLIN)
+        if cfg.threads > 1:
+            self.pool = HandlerPool(cfg.threads)
+            self.ep.register(self.pool.fd, select.EPOLLIN)
+        self._accepting = False
+        self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
+        self._resume_at = 0.0  # when to poll the listeners again after a pause; 0.0: none
+        self._backoff = 0.0  # the current pause after exhausted accepts; 0.0: none
+        self._listen_poll = select.poll()  # "is a client queued?" while not polling them
+        for fd in self._listen_fds:
+            self._listen_poll.register(fd, select.POLLIN)
+        self._accept_errors = 0  # failed accepts not yet logged
+        self._accept_error = ""  # the last one's reason
+        self._accept_logged = 0.0  # when failed accepts were last logged
+        self._reclaimed = 0  # idle connections closed to make room, not yet logged
+        self._first_byte_timeout = min(FIRST_BYTE_TIMEOUT, cfg.header_timeout)
+        self._set_accepting(True)
+        self._update_date(time.time())
+        self._beat()
+
+    def _boot_common(self) -> None:
+        """What every driver needs after the fork (the epoll and the asyncio worker): the
+        hang dump, the process title, the request budget, the parser, logs, proxies."""
+        cfg = self.cfg
         for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         # The master sends USR2 to a hung worker: faulthandler dumps every thread's stack
@@ -157,38 +207,10 @@ class Worker:
         )
         self.header_block = module.header_block
         self.status_line = module.status_line
-        if self.handler is None:
-            if cfg.app is not None:
-                from prefork.loader import make_handler
-
-                self.handler = make_handler(cfg)
-            else:
-                self.handler = StaticFiles(cfg.root, listing=cfg.listing, serve_dotfiles=cfg.serve_dotfiles,
-                                           follow_symlinks=cfg.follow_symlinks, max_age=cfg.static_max_age)
         if cfg.access_log:
             self.access = AccessLog(cfg.access_log, cfg.access_log_format)
         self.trusted = TrustedProxies(parse_networks(cfg.forwarded_allow_ips))
         self.proxy_protocol = cfg.proxy_protocol
-        self.ep = select.epoll()
-        self.ep.register(self._wake_r, select.EPOLLIN)
-        if cfg.threads > 1:
-            self.pool = HandlerPool(cfg.threads)
-            self.ep.register(self.pool.fd, select.EPOLLIN)
-        self._accepting = False
-        self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
-        self._resume_at = 0.0  # when to poll the listeners again after a pause; 0.0: none
-        self._backoff = 0.0  # the current pause after exhausted accepts; 0.0: none
-        self._listen_poll = select.poll()  # "is a client queued?" while not polling them
-        for fd in self._listen_fds:
-            self._listen_poll.register(fd, select.POLLIN)
-        self._accept_errors = 0  # failed accepts not yet logged
-        self._accept_error = ""  # the last one's reason
-        self._accept_logged = 0.0  # when failed accepts were last logged
-        self._reclaimed = 0  # idle connections closed to make room, not yet logged
-        self._first_byte_timeout = min(FIRST_BYTE_TIMEOUT, cfg.header_timeout)
-        self._set_accepting(True)
-        self._update_date(time.time())
-        self._beat()
 
     def new_parser(self):
         return self._parser_cls(**self._limits)
@@ -482,7 +504,7 @@ class Worker:
                 STATUS_MAGIC, self.requests, c[1], c[2], c[3], c[4], c[5], len(self.conns),
                 FLAG_RETIRING if self.retiring else 0,
                 self.pool.oldest() if self.pool is not None else self.busy_since,
-                self.access.dropped if self.access is not None else 0, error_log_dropped()))
+                self.access.dropped if self.access is not None else 0, error_log_dropped(), self.websockets))
         except BlockingIOError:
             pass  # the master is busy; the next beat will do
         except OSError:

@@ -1,5 +1,5 @@
-"""Smoke load test: loadtests/run.py for 15 s with a few dozen locust users against the
-default parser. It fails when any request failed (a wrong status or body, a dropped
+"""Smoke load test: loadtests/run.py for 7 s per scenario (the demo site; the ASGI site on
+the asyncio worker) with a few dozen locust users against the default parser. It fails when any request failed (a wrong status or body, a dropped
 connection) or the server logged a traceback; never because of speed."""
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("locust") is None,
 
 
 @pytest.mark.timeout(90)
-def test_locust_scenario_has_no_failures(tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "loadtests", "run.py"), "--users", "30", "--time", "15s",
-           "--wait", "0.05:0.5", "--out", str(tmp_path)]
+@pytest.mark.parametrize("scenario", ["demo", "asgi"])
+def test_locust_scenario_has_no_failures(tmp_path, scenario):
+    cmd = [sys.executable, os.path.join(ROOT, "loadtests", "run.py"), "--scenario", scenario, "--users", "30",
+           "--time", "7s", "--wait", "0.05:0.5", "--out", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
         stdout, stderr = proc.communicate(timeout=75)
@@ -35,10 +36,11 @@ def test_locust_scenario_has_no_failures(tmp_path):
     report = f"exit code {proc.returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     assert proc.returncode == 0, report
     assert "OK: every request succeeded" in stdout, report
-    assert (tmp_path / "locust-auto.html").exists()
+    name = "locust-auto" if scenario == "demo" else "locust-asgi-auto"
+    assert (tmp_path / f"{name}.html").exists()
     # run.py reports locust's final figures: the request count of locust's own closing
     # summary (its "Aggregated" row in the log), not the CSV snapshot taken before the end.
-    log = (tmp_path / "locust-auto.log").read_text()
+    log = (tmp_path / f"{name}.log").read_text()
     summary = re.search(r"^\s*Aggregated\s+(\d+)\s+(\d+)\(", log, re.M)
     assert summary, log
     row = re.search(r"^\| auto \(\w+\) \| ([\d,]+) \|", stdout, re.M)

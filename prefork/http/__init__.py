@@ -1,0 +1,8 @@
+"""Sans-I/O HTTP/1.1: the connection core that every driver (the epoll worker, the asyncio
+worker) uses, so that keep-alive, framing, limits and error answers live in one place.
+Imports no socket, os, asyncio or ssl."""
+
+from prefork.http.core import (  # noqa: F401
+    CHUNKED, CLOSE, CLOSE_DELIMITED, CONTINUE, EXACT, HEAD_ONLY, KEEP, LAST_CHUNK, LINGER, Head,
+    accepts_trailers, after_response, chunk, clean_headers, error_answer, expired, last_chunk, response_head,
+)

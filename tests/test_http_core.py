@@ -1,0 +1,124 @@
+"""The sans-I/O HTTP/1.1 core (prefork/http/core.py): bytes in → requests, response start
+→ head bytes, with both parser twins."""
+
+import pytest
+
+from prefork import _pyparser
+from prefork.errors import ResponseHeadError
+from prefork.http import core
+from tests.conftest import PARSERS, require_parser
+
+DATE = "Server: t\r\nDate: d\r\n"
+
+
+@pytest.fixture(params=PARSERS)
+def mod(request):
+    require_parser(request.param)
+    if request.param == "python":
+        return _pyparser
+    from prefork import _parser
+    return _parser
+
+
+def head(mod, method="GET", version="HTTP/1.1", keep=True, status=200, fields=(), length=None):
+    return core.response_head(method, version, keep, mod.status_line(status), DATE,
+                              mod.header_block(list(fields)), status, length)
+
+
+def test_request_bytes_in_events_out(mod):
+    p = mod.RequestParser()
+    reqs = p.feed(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+    assert [r.path for r in reqs] == ["/a"]
+    assert p.pending is not None and p.pending.path == "/p"
+    assert p.take_body() == b"12345"
+    reqs = p.feed(b"67890")
+    assert reqs[0].body == b"67890" and p.pending is None
+
+
+@pytest.mark.parametrize("length,mode,field", [(5, core.EXACT, b"Content-Length: 5\r\n"),
+                                               (None, core.CHUNKED, b"Transfer-Encoding: chunked\r\n")])
+def test_head_framing_http11(mod, length, mode, field):
+    h = head(mod, fields=[("X-A", "1")], length=length)
+    assert h.mode == mode and h.keep
+    assert h.data == b"HTTP/1.1 200 OK\r\n" + DATE.encode() + b"X-A: 1\r\n" + field + b"\r\n"
+
+
+def test_head_http10_unknown_length_is_close_delimited(mod):
+    h = head(mod, version="HTTP/1.0", keep=True)
+    assert h.mode == core.CLOSE_DELIMITED and not h.keep
+    assert h.data.endswith(b"Connection: close\r\n\r\n") and b"Transfer-Encoding" not in h.data
+
+
+def test_head_http10_keep_alive(mod):
+    h = head(mod, version="HTTP/1.0", keep=True, length=3)
+    assert h.keep and h.data.endswith(b"Content-Length: 3\r\nConnection: keep-alive\r\n\r\n")
+
+
+@pytest.mark.parametrize("status", [204, 304, 101])
+def test_no_body_statuses(mod, status):
+    h = head(mod, status=status, length=10)
+    assert h.mode == core.HEAD_ONLY and b"Content-Length" not in h.data
+
+
+def test_head_method_keeps_length_but_sends_no_body(mod):
+    h = head(mod, method="HEAD", length=42)
+    assert h.mode == core.HEAD_ONLY and b"Content-Length: 42\r\n" in h.data
+
+
+def test_not_kept_alive_says_close(mod):
+    assert head(mod, keep=False, length=0).data.endswith(b"Connection: close\r\n\r\n")
+
+
+def test_clean_headers_drops_framing_and_hop_by_hop():
+    kept, length = core.clean_headers([("Content-Length", "12"), ("Transfer-Encoding", "chunked"),
+                                       ("Connection", "close"), ("Keep-Alive", "x"), ("X-Y", "z")])
+    assert kept == [("X-Y", "z")] and length == 12
+    with pytest.raises(ResponseHeadError):
+        core.clean_headers([("content-length", "1"), ("content-length", "2")])
+    with pytest.raises(ResponseHeadError):
+        core.clean_headers([("content-length", "-1")])
+
+
+def test_error_answer(mod):
+    data = core.error_answer(mod.status_line(400), DATE, "", b"bad\n")
+    assert data == b"HTTP/1.1 400 Bad Request\r\n" + DATE.encode() + b"Content-Length: 4\r\nConnection: close\r\n\r\nbad\n"
+
+
+def test_chunks_and_trailers(mod):
+    assert core.chunk(b"hello") == b"5\r\nhello\r\n"
+    assert core.last_chunk() == b"0\r\n\r\n"
+    assert core.last_chunk([("X-Sum", "1")], mod.header_block) == b"0\r\nX-Sum: 1\r\n\r\n"
+
+
+class Limits:
+    write_timeout, body_timeout, header_timeout, keepalive = 30, 20, 10, 5
+
+
+@pytest.mark.parametrize("args,expected", [
+    ((100, 60, 0, True, False), "write"), ((100, 90, 0, True, False), None),
+    ((100, 75, 0, False, True), "body"), ((100, 95, 95, False, False), None),
+    ((100, 99, 85, False, False), "header"), ((100, 94, 0, False, False), "keepalive"),
+    ((100, 96, 0, False, False), None),
+])
+def test_expired(args, expected):
+    assert core.expired(*args, Limits) == expected
+
+
+def test_after_response_keep_close_linger():
+    assert core.after_response(True, True, False) == core.KEEP
+    assert core.after_response(True, True, True) == core.KEEP
+    assert core.after_response(False, True, False) == core.CLOSE
+    assert core.after_response(False, True, True) == core.LINGER  # pipelined requests dropped
+    assert core.after_response(True, False, False) == core.LINGER  # answered before its body
+
+
+@pytest.mark.parametrize("raw, version, expected", [
+    (b"TE: trailers\r\n", "1.1", True),
+    (b"TE: deflate;q=0.5, Trailers\r\n", "1.1", True),
+    (b"TE: trailersx\r\n", "1.1", False),
+    (b"", "1.1", False),
+    (b"TE: trailers\r\n", "1.0", False),
+])
+def test_accepts_trailers_from_parsed_requests(mod, raw, version, expected):
+    req = mod.RequestParser().feed(b"GET / HTTP/" + version.encode() + b"\r\nHost: x\r\n" + raw + b"\r\n")[0]
+    assert core.accepts_trailers(req.version, req.headers) is expected
