@@ -45,6 +45,7 @@ from prefork.errors import (
     VersionNotSupported,
 )
 from prefork._pyparser import (
+    LIMIT_MAX,
     MAX_BODY_SIZE,
     MAX_FIELD_SIZE,
     MAX_FIELDS,
@@ -62,9 +63,10 @@ cdef extern from "Python.h":
     enum: PyUnicode_1BYTE_KIND
     bint PyUnicode_CheckExact(object o)
 
-# Limits larger than this are clamped: no buffer gets near it, and it keeps pos + limit
-# from overflowing a Py_ssize_t.
-cdef Py_ssize_t LIMIT_CLAMP = 10 ** 17  # fits 18 digits, see _content_length
+# Limits larger than this are clamped, by both twins (the pure twin's LIMIT_MAX, 1 PiB):
+# no buffer gets near it, and it keeps pos + limit from overflowing a Py_ssize_t and
+# every Content-Length over it to 16 digits (see _content_length).
+cdef Py_ssize_t LIMIT_CLAMP = LIMIT_MAX
 
 # ---------------------------------------------------------------------- byte classes
 
@@ -351,6 +353,107 @@ cdef inline Py_ssize_t _clamp(object value) except? -1:
     if value > LIMIT_CLAMP:
         return LIMIT_CLAMP
     return value
+
+
+cdef bint _host_ok(const unsigned char* h, Py_ssize_t i, Py_ssize_t e, bint need_host) noexcept:
+    """Is h[i:e] a Host value (RFC 9112 §3.2)? With need_host, the host part may not be
+    empty (an absolute-form authority, RFC 9110 §4.2.1).
+
+    Host       = uri-host [ ":" port ]; port = *DIGIT
+    uri-host   = IP-literal / IPv4address / reg-name                 (RFC 3986 §3.2.2)
+    IP-literal = "[" ... "]": here 1* host bytes other than "[" and "]"
+    reg-name   = *( unreserved / pct-encoded / sub-delims ), IPv4address as well
+    """
+    cdef Py_ssize_t j
+    cdef unsigned char c
+    if i < e and h[i] == 91:  # "["
+        i += 1
+        j = i
+        while i < e and h[i] != 93:
+            c = h[i]
+            if not CLS[c] & C_HOST or c == 91:
+                return False
+            i += 1
+        if i >= e or i == j:
+            return False
+        i += 1
+    else:
+        j = i
+        while i < e and h[i] != 58:
+            c = h[i]
+            if not CLS[c] & C_HOST or c == 91 or c == 93:
+                return False
+            i += 1
+        if need_host and i == j:
+            return False
+    if i < e:
+        if h[i] != 58:
+            return False
+        i += 1
+        while i < e:
+            if not CLS[h[i]] & C_DIGIT:
+                return False
+            i += 1
+    return True
+
+
+cdef bint _chunk_ext_ok(const unsigned char* b, Py_ssize_t i, Py_ssize_t e) noexcept:
+    """Is b[i:e] a chunk-ext (RFC 9112 §7.1.1, RFC 9110 §5.6)?
+
+    chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+    chunk-ext-name = token
+    chunk-ext-val  = token / quoted-string
+    quoted-string  = DQUOTE *( qdtext / quoted-pair ) DQUOTE
+    qdtext         = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+    quoted-pair    = "\\" ( HTAB / SP / VCHAR / obs-text );   BWS = OWS
+    """
+    cdef Py_ssize_t j
+    cdef unsigned char c
+    while i < e:
+        while i < e and CLS[b[i]] & C_OWS:
+            i += 1
+        if i >= e or b[i] != 59:  # ";"
+            return False
+        i += 1
+        while i < e and CLS[b[i]] & C_OWS:
+            i += 1
+        j = i
+        while i < e and CLS[b[i]] & C_TCHAR:
+            i += 1
+        if i == j:
+            return False
+        j = i  # the end of the name: without "=", whatever follows starts again at ";"
+        while i < e and CLS[b[i]] & C_OWS:
+            i += 1
+        if i >= e or b[i] != 61:  # "="
+            i = j
+            continue
+        i += 1
+        while i < e and CLS[b[i]] & C_OWS:
+            i += 1
+        if i < e and b[i] == 34:  # DQUOTE
+            i += 1
+            while True:
+                if i >= e:
+                    return False
+                c = b[i]
+                if c == 34:
+                    i += 1
+                    break
+                if c == 92:  # quoted-pair: any field-value byte after the backslash
+                    i += 1
+                    if i >= e or not CLS[b[i]] & C_FVAL:
+                        return False
+                elif not CLS[c] & C_FVAL:
+                    return False
+                i += 1
+        else:
+            j = i
+            while i < e and CLS[b[i]] & C_TCHAR:
+                i += 1
+            if i == j:
+                return False
+    return True
 
 
 cdef enum:
@@ -793,7 +896,11 @@ cdef class RequestParser:
         self._pos = pos
         if pos >= n:
             return 0
-        if pos + 1 == n and b[pos] == 13:
+        if not CLS[b[pos]] & C_TCHAR:
+            # A request line starts with a method (a token). Anything else (a TLS
+            # ClientHello, NUL, a CR not followed by LF) is answered now, not at a timeout.
+            if b[pos] != 13 or pos + 1 < n:
+                return self._fail(E_400, "not an HTTP request")
             return 0  # a lone CR may be the start of one more empty line
         if self._checked > pos:
             checked = self._checked
@@ -980,9 +1087,8 @@ cdef class RequestParser:
             return self._fail(E_400, "HTTP/1.1 needs exactly one Host" if http11 else "repeated Host")
         if hosts:
             sp = &spans[host_index]
-            for i in range(sp.value_off, sp.value_off + sp.value_len):
-                if not CLS[h[i]] & C_HOST:
-                    return self._fail(E_400, "malformed Host")
+            if not _host_ok(h, sp.value_off, sp.value_off + sp.value_len, False):
+                return self._fail(E_400, "malformed Host")
 
         cdef bint chunked = False
         cdef long long length = 0
@@ -1003,11 +1109,11 @@ cdef class RequestParser:
         cdef bint keep_alive = http11
         if n_conn:
             keep_alive = self._keep_alive(h, spans, nspans, keep_alive)
-        cdef bint expect_continue = False
+        cdef int expect_continue = 0
         if n_expect and http11:
-            if self._check_expect(h, spans, nspans) < 0:
+            expect_continue = self._check_expect(h, spans, nspans)
+            if expect_continue < 0:
                 return -1
-            expect_continue = True
 
         req.chunked = chunked
         req.keep_alive = keep_alive
@@ -1015,7 +1121,8 @@ cdef class RequestParser:
         req._raw = raw
         req._head = h
         req._host_index = host_index
-        req._host = _UNSET
+        if req._host is None:  # else the authority of an absolute-form target
+            req._host = _UNSET
         if nspans:
             if nspans <= INLINE_SPANS:
                 req._spans = &req._inline[0]
@@ -1068,13 +1175,18 @@ cdef class RequestParser:
 
     cdef int _split_target(self, Request req, str target, const unsigned char* h,
                            Py_ssize_t me, Py_ssize_t ts, Py_ssize_t te) except -2:
-        """path and query from the request-target, by its form (RFC 9112 §3.2)."""
+        """path and query from the request-target, by its form (RFC 9112 §3.2); the
+        authority of an absolute-form target becomes req's host."""
         cdef bint connect = me == 7 and memcmp(h, b"CONNECT", 7) == 0
-        cdef Py_ssize_t i, k, ps, q
+        cdef Py_ssize_t i, k, ps, q, auth
         cdef unsigned char c
         cdef unsigned char first = h[ts]
         cdef bint slash = False  # the path lacks its leading "/" (absolute-form)
         cdef const unsigned char* qp
+        # request-target = origin-form / absolute-form / authority-form / asterisk-form;
+        # none of them has a fragment ("#" is not in path, query or authority).
+        if memchr(h + ts, 35, te - ts) is not NULL:
+            return self._fail(E_400, "fragment in request target")
         if first == 47:  # origin-form
             ps = ts
         elif first == 42 and te - ts == 1:  # asterisk-form
@@ -1099,7 +1211,9 @@ cdef class RequestParser:
             req.path = S_EMPTY
             req.query = S_EMPTY
             return 0
-        else:  # absolute-form: http[s]://authority[path]
+        else:
+            # absolute-form = absolute-URI; for http(s): scheme "://" authority
+            # path-abempty [ "?" query ]; authority = [ userinfo "@" ] host [ ":" port ]
             k = ts + 4
             if k > te or not _ieq(h + ts, "http", 4):
                 return self._fail(E_400, "malformed request target")
@@ -1108,9 +1222,15 @@ cdef class RequestParser:
             if (k + 3 >= te or h[k] != 58 or h[k + 1] != 47 or h[k + 2] != 47
                     or h[k + 3] == 47 or h[k + 3] == 63):
                 return self._fail(E_400, "malformed request target")
+            auth = k + 3
             k += 4
             while k < te and h[k] != 47 and h[k] != 63:
                 k += 1
+            if memchr(h + auth, 64, k - auth) is not NULL:
+                return self._fail(E_400, "userinfo in request target")
+            if not _host_ok(h, auth, k, True):
+                return self._fail(E_400, "malformed authority in request target")
+            req._host = _ascii_str(h + auth, k - auth)
             ps = k
             slash = True
         if connect:
@@ -1138,7 +1258,9 @@ cdef class RequestParser:
 
     cdef int _check_te(self, const unsigned char* h, Span* spans, Py_ssize_t nspans) except -2:
         """Transfer-Encoding: every coding a token, the last one chunked, chunked once,
-        no other coding (501). The values of all TE fields, joined by ","."""
+        no other coding (501). The values of all TE fields, joined by ",".
+        Transfer-Encoding = #transfer-coding: empty elements are ignored (RFC 9110
+        §5.6.1.2)."""
         cdef Py_ssize_t i, j, s, e, end, el = 0, n_chunked = 0
         cdef bint last_chunked = False
         cdef Span* sp
@@ -1157,15 +1279,14 @@ cdef class RequestParser:
                     s += 1
                 while j > s and CLS[h[j - 1]] & C_OWS:
                     j -= 1
-                if s == j:
-                    return self._fail(E_400, "malformed Transfer-Encoding")
-                last_chunked = j - s == 7 and _ieq(h + s, "chunked", 7)
-                while s < j:
-                    if not CLS[h[s]] & C_TCHAR:
-                        return self._fail(E_400, "malformed Transfer-Encoding")
-                    s += 1
-                el += 1
-                n_chunked += last_chunked
+                if s < j:
+                    last_chunked = j - s == 7 and _ieq(h + s, "chunked", 7)
+                    while s < j:
+                        if not CLS[h[s]] & C_TCHAR:
+                            return self._fail(E_400, "malformed Transfer-Encoding")
+                        s += 1
+                    el += 1
+                    n_chunked += last_chunked
                 if e >= end:
                     break
                 s = e + 1
@@ -1178,8 +1299,10 @@ cdef class RequestParser:
         return 0
 
     cdef long long _content_length(self, const unsigned char* h, Span* spans, Py_ssize_t nspans) except -2:
-        """Content-Length: every element 1*DIGIT, all the same number; -1 on error."""
-        cdef Py_ssize_t i, s, e, end, z, fs = 0, fl = -1
+        """Content-Length: every element 1*DIGIT, at least one, all the same number
+        (RFC 9110 §8.6), elements separated as in a list: OWS around them, empty ones
+        ignored (RFC 9110 §5.6.1.2). -1 on error."""
+        cdef Py_ssize_t i, s, e, j, end, z, fs = 0, fl = -1
         cdef long long value = 0
         cdef Span* sp
         for i in range(nspans):
@@ -1192,22 +1315,28 @@ cdef class RequestParser:
                 e = s
                 while e < end and h[e] != 44:
                     e += 1
-                if e == s:
-                    return self._fail(E_400, "malformed Content-Length")
-                for z in range(s, e):
-                    if not CLS[h[z]] & C_DIGIT:
-                        return self._fail(E_400, "malformed Content-Length")
-                z = s  # compare numbers as digit strings without leading zeros
-                while z < e - 1 and h[z] == 48:
-                    z += 1
-                if fl < 0:
-                    fs = z
-                    fl = e - z
-                elif e - z != fl or memcmp(h + z, h + fs, fl) != 0:
-                    return self._fail(E_400, "conflicting Content-Length")
+                j = e  # element h[s:j], stripped of OWS
+                while s < j and CLS[h[s]] & C_OWS:
+                    s += 1
+                while j > s and CLS[h[j - 1]] & C_OWS:
+                    j -= 1
+                if s < j:
+                    for z in range(s, j):
+                        if not CLS[h[z]] & C_DIGIT:
+                            return self._fail(E_400, "malformed Content-Length")
+                    z = s  # compare numbers as digit strings without leading zeros
+                    while z < j - 1 and h[z] == 48:
+                        z += 1
+                    if fl < 0:
+                        fs = z
+                        fl = j - z
+                    elif j - z != fl or memcmp(h + z, h + fs, fl) != 0:
+                        return self._fail(E_400, "conflicting Content-Length")
                 if e >= end:
                     break
                 s = e + 1
+        if fl < 0:
+            return self._fail(E_400, "malformed Content-Length")
         if fl > 18:
             return self._fail(E_413, NULL)
         for i in range(fs, fs + fl):
@@ -1244,7 +1373,10 @@ cdef class RequestParser:
         return keep_alive
 
     cdef int _check_expect(self, const unsigned char* h, Span* spans, Py_ssize_t nspans) except -2:
+        """Expect = #expectation: 1 when it holds 100-continue, 0 when it holds no
+        element (empty elements are ignored), -1 (417) for any other expectation."""
         cdef Py_ssize_t i, s, e, j, end
+        cdef int found = 0
         cdef Span* sp
         for i in range(nspans):
             sp = &spans[i]
@@ -1261,12 +1393,14 @@ cdef class RequestParser:
                     s += 1
                 while j > s and CLS[h[j - 1]] & C_OWS:
                     j -= 1
-                if not (j - s == 12 and _ieq(h + s, "100-continue", 12)):
-                    return self._fail(E_417, NULL)
+                if s < j:
+                    if not (j - s == 12 and _ieq(h + s, "100-continue", 12)):
+                        return self._fail(E_417, NULL)
+                    found = 1
                 if e >= end:
                     break
                 s = e + 1
-        return 0
+        return found
 
     # ------------------------------------------------------------------ bodies
 
@@ -1325,22 +1459,14 @@ cdef class RequestParser:
             return 0
         if e == -2:
             return -1
-        # chunk-size = 1*16HEXDIG, then nothing or ";" and extension bytes.
+        # chunk = chunk-size [ chunk-ext ] CRLF; chunk-size = 1*16HEXDIG here.
         i = s
         while i < e and i - s < 16 and CLS[b[i]] & C_HEX:
             c = b[i]
             size = (size << 4) | (c - 48 if c <= 57 else (c | 32) - 87)
             i += 1
-        if i == s:
+        if i == s or not _chunk_ext_ok(b, i, e):
             return self._fail(E_400, "malformed chunk size line")
-        if i < e:
-            if b[i] != 59:
-                return self._fail(E_400, "malformed chunk size line")
-            i += 1
-            while i < e:
-                if not CLS[b[i]] & C_FVAL:
-                    return self._fail(E_400, "malformed chunk size line")
-                i += 1
         cdef long long room = self.max_body_size - self._body_size
         if room < 0 or size > <unsigned long long>room:
             return self._fail(E_413, NULL)

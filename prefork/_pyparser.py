@@ -7,30 +7,47 @@ Both twins implement exactly the rules below, in the same order; a difference is
 Sans-I/O: bytes in, `Request` objects out. No socket, os or signal here.
 
 Rules (RFC 9112, RFC 9110 §5), decided once for both twins:
+- Limits: every max_* above LIMIT_MAX (1 PiB) is clamped to LIMIT_MAX, by both twins,
+  when the parser is made (the command line refuses larger values; the clamp keeps
+  position + limit inside a C Py_ssize_t and the twins equal for any caller).
 - Lines end in CRLF. A bare LF anywhere in a head, a chunk line or a trailer is 400
   (RFC 9112 §2.2 lets a recipient accept it; we do not, because lenient line endings are
   how requests get smuggled between servers that disagree). A CR not followed by LF is a
   control byte in a line, hence 400.
-- Empty lines (CRLF) before a request line are skipped (RFC 9112 §2.2).
+- Empty lines (CRLF) before a request line are skipped (RFC 9112 §2.2). The first byte
+  after them must start a method (a tchar): any other byte (a TLS ClientHello's 0x16, NUL,
+  SP, a bare LF, a CR not followed by LF) is 400 as soon as it arrives, before any limit
+  is checked, so that a client speaking another protocol is answered at once.
 - request-line = method SP request-target SP HTTP-version, exactly one SP each.
   method = token; request-target = 1*VCHAR; HTTP-version = "HTTP/" DIGIT "." DIGIT.
   A well-formed version other than 1.0 / 1.1 is 505; anything else malformed is 400.
-  Targets: origin-form ("/..."), absolute-form ("http://" or "https://"), authority-form
-  only with CONNECT, asterisk-form only with OPTIONS.
+  A "#" anywhere in the target is 400: a fragment is never part of a request-target
+  (RFC 9112 §3.2). Targets: origin-form ("/..."), absolute-form ("http://" or
+  "https://" authority [path]), authority-form only with CONNECT, asterisk-form only
+  with OPTIONS. In absolute-form the authority is checked like Host (below) and must
+  name a host; userinfo ("user@") is 400; it is the request's `host` (RFC 9112 §3.2.2:
+  the target's authority wins over the Host field, which must still be there and valid).
 - field-line = field-name ":" OWS field-value OWS; field-name = token (so no whitespace
   before the colon and no obs-fold); field-value bytes are VCHAR, SP, HTAB or obs-text.
 - Per field line, in order: more than max_fields lines → 431; longer than max_field_size
   → 431; malformed → 400. The whole head longer than max_head_size → 431; a request line
   longer than max_request_line → 414. These limits are found while the head is still
   arriving, at the byte that crosses them.
-- After the fields, in order: Host (HTTP/1.1 needs exactly one, HTTP/1.0 at most one, its
-  value only host characters) → 400; Transfer-Encoding together with Content-Length → 400;
-  Transfer-Encoding on HTTP/1.0 → 400; its codings: a malformed element → 400, final
-  coding not chunked → 400, chunked twice → 400, any other coding → 501;
-  Content-Length: 1*DIGIT, every instance the same number → else 400; larger than
-  max_body_size → 413; Expect (HTTP/1.1 only) other than 100-continue → 417.
-- Chunked bodies: chunk-size = 1 to 16 HEXDIG, no sign, prefix or whitespace; then either
-  CRLF or ";" and extension bytes (no control bytes but HTAB), which are skipped; a chunk
+- After the fields, in order: Host (HTTP/1.1 needs exactly one, HTTP/1.0 at most one; its
+  value Host = uri-host [ ":" port ], port = *DIGIT, uri-host an "[...]" IP-literal or a
+  reg-name / IPv4address of unreserved, pct-encoded and sub-delims bytes) → 400;
+  Transfer-Encoding together with Content-Length → 400; Transfer-Encoding on HTTP/1.0 →
+  400; its codings: a malformed element → 400, final coding not chunked (or none) → 400,
+  chunked twice → 400, any other coding → 501; Content-Length: every element 1*DIGIT,
+  at least one, all the same number → else 400; larger than max_body_size → 413; Expect
+  (HTTP/1.1 only) with an element other than 100-continue → 417.
+- Lists (Transfer-Encoding, Content-Length, Connection, Expect, across repeated fields):
+  elements are separated by "," with OWS around them, and empty elements are ignored
+  (RFC 9110 §5.6.1.2): "Transfer-Encoding: , chunked" is chunked, "Content-Length: 5, 5"
+  is 5.
+- Chunked bodies: chunk-size = 1 to 16 HEXDIG, no sign, prefix or whitespace; then
+  chunk-ext exactly as RFC 9112 §7.1.1 gives it (BWS, token names, token or quoted-string
+  values; the extensions are skipped), then CRLF; anything else on the line → 400; a chunk
   line longer than max_field_size → 400; chunk data is followed by exactly CRLF; the sum
   of chunks over max_body_size → 413. Trailer fields are checked like header fields
   (a line over max_field_size or more than max_fields of them → 431) and collected.
@@ -60,20 +77,41 @@ MAX_FIELDS = 100  # gunicorn limit_request_fields, Apache LimitRequestFields
 MAX_FIELD_SIZE = 8190  # gunicorn limit_request_field_size, Apache LimitRequestFieldSize
 MAX_HEAD_SIZE = 65536  # bounds the memory one connection can pin with a head
 MAX_BODY_SIZE = 16 * 1024 * 1024  # bodies are held in memory; nginx defaults to 1 MiB
+# Any limit above this is clamped to it (1 PiB): no buffer gets near it, and position +
+# limit stays far inside a C Py_ssize_t. The command line refuses larger values.
+LIMIT_MAX = 1 << 50
 
 # tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" /
 #         "|" / "~" / DIGIT / ALPHA                                    (RFC 9110 §5.6.2)
 _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_TCHAR_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 # request-line = method SP request-target SP HTTP-version             (RFC 9112 §3)
 _REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
 # field-line = field-name ":" OWS field-value OWS; OWS = *( SP / HTAB )  (RFC 9112 §5)
 # field-value bytes: VCHAR / SP / HTAB / obs-text; trailing OWS is stripped afterwards.
 _FIELD_LINE = re.compile(rb"([" + _TCHAR + rb"]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)")
-# chunk = chunk-size [ chunk-ext ] CRLF; chunk-size = 1*HEXDIG          (RFC 9112 §7.1)
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[\t\x20-\x7e\x80-\xff]*)?")
+# chunk          = chunk-size [ chunk-ext ] CRLF                      (RFC 9112 §7.1)
+# chunk-size     = 1*HEXDIG                    (we allow at most 16 digits)
+# chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+# chunk-ext-name = token                                              (RFC 9112 §7.1.1)
+# chunk-ext-val  = token / quoted-string
+# quoted-string  = DQUOTE *( qdtext / quoted-pair ) DQUOTE            (RFC 9110 §5.6.4)
+# qdtext         = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+# quoted-pair    = "\" ( HTAB / SP / VCHAR / obs-text );  BWS = OWS
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_EXT = (rb"(?:[ \t]*;[ \t]*[" + _TCHAR + rb"]+(?:[ \t]*=[ \t]*(?:[" + _TCHAR + rb"]+|"
+              + _QUOTED + rb"))?)*")
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})" + _CHUNK_EXT)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Host = uri-host [ ":" port ]: unreserved / pct-encoded / sub-delims / ":" / "[" / "]"
-_HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]%]*")
+# Host     = uri-host [ ":" port ]; port = *DIGIT                     (RFC 9112 §3.2)
+# uri-host = IP-literal / IPv4address / reg-name                     (RFC 3986 §3.2.2)
+# IP-literal = "[" ( IPv6address / IPvFuture ) "]": here any host bytes but brackets,
+# at least one; reg-name = *( unreserved / pct-encoded / sub-delims ), IPv4address too.
+_IP_LITERAL = r"\[[A-Za-z0-9\-._~!$&'()*+,;=:%]+\]"
+_REG_NAME = r"[A-Za-z0-9\-._~!$&'()*+,;=%]"
+_HOST = re.compile(r"(?:" + _IP_LITERAL + "|" + _REG_NAME + r"*)(?::[0-9]*)?")
+# absolute-form authority: the same, but the host may not be empty (RFC 9110 §4.2.1)
+_AUTHORITY_HOST = re.compile(r"(?:" + _IP_LITERAL + "|" + _REG_NAME + r"+)(?::[0-9]*)?")
 _DIGITS = re.compile(r"[0-9]+")
 _ABSOLUTE = re.compile(r"(?:[hH][tT][tT][pP][sS]?)://[^/?]+")
 _AUTHORITY = re.compile(r"[^/?#@]+:[0-9]+")
@@ -126,11 +164,11 @@ class RequestParser:
         max_head_size: int = MAX_HEAD_SIZE,
         max_body_size: int = MAX_BODY_SIZE,
     ) -> None:
-        self.max_request_line = max_request_line
-        self.max_fields = max_fields
-        self.max_field_size = max_field_size
-        self.max_head_size = max_head_size
-        self.max_body_size = max_body_size
+        self.max_request_line = min(max_request_line, LIMIT_MAX)
+        self.max_fields = min(max_fields, LIMIT_MAX)
+        self.max_field_size = min(max_field_size, LIMIT_MAX)
+        self.max_head_size = min(max_head_size, LIMIT_MAX)
+        self.max_body_size = min(max_body_size, LIMIT_MAX)
         self.error: ParseError | None = None
         self.pending: Request | None = None
         self._buf = bytearray()
@@ -218,7 +256,12 @@ class RequestParser:
         self._pos = pos
         if pos >= n:
             return None
-        if pos + 1 == n and buf[pos] == 13:
+        first = buf[pos]
+        if first not in _TCHAR_BYTES:
+            # A request line starts with a method (a token). Anything else (a TLS
+            # ClientHello, NUL, a CR not followed by LF) is answered now, not at a timeout.
+            if first != 13 or pos + 1 < n:
+                raise BadRequest("not an HTTP request")
             return None  # a lone CR may be the start of one more empty line
         checked = self._checked if self._checked > pos else pos
 
@@ -262,7 +305,7 @@ class RequestParser:
         req.method = method
         req.target = target
         req.version = "HTTP/1.1" if minor == b"1" else "HTTP/1.0"
-        self._split_target(req, method, target)
+        authority = self._split_target(req, method, target)
 
         headers = []
         max_fields = self.max_fields
@@ -279,11 +322,18 @@ class RequestParser:
                 raise BadRequest("malformed header field")
             headers.append((f.group(1).lower().decode("ascii"), f.group(2).rstrip(b" \t").decode("latin-1")))
         req.headers = headers
-        self._frame(req, headers)
+        self._frame(req, headers, authority)
         return req
 
     @staticmethod
-    def _split_target(req: Request, method: str, target: str) -> None:
+    def _split_target(req: Request, method: str, target: str) -> str | None:
+        """path and query from the request-target, by its form (RFC 9112 §3.2); the
+        authority of an absolute-form target, else None."""
+        # request-target = origin-form / absolute-form / authority-form / asterisk-form;
+        # none of them has a fragment ("#" is not in path, query or authority).
+        if "#" in target:
+            raise BadRequest("fragment in request target")
+        authority = None
         first = target[0]
         if first == "/":
             path = target
@@ -291,16 +341,23 @@ class RequestParser:
             if method != "OPTIONS":
                 raise BadRequest("asterisk-form is only for OPTIONS")
             req.path, req.query = "*", ""
-            return
+            return None
         elif method == "CONNECT":
             if _AUTHORITY.fullmatch(target) is None:
                 raise BadRequest("CONNECT needs authority-form")
             req.path, req.query = "", ""
-            return
+            return None
         else:
+            # absolute-form = absolute-URI; for http(s): scheme "://" authority path-abempty
+            # [ "?" query ]; authority = [ userinfo "@" ] host [ ":" port ]  (RFC 3986 §3)
             a = _ABSOLUTE.match(target)
             if a is None:
                 raise BadRequest("malformed request target")
+            authority = target[target.index("/") + 2:a.end()]
+            if "@" in authority:
+                raise BadRequest("userinfo in request target")
+            if _AUTHORITY_HOST.fullmatch(authority) is None:
+                raise BadRequest("malformed authority in request target")
             path = target[a.end():] or "/"
             if path[0] == "?":
                 path = "/" + path
@@ -311,9 +368,11 @@ class RequestParser:
             req.path, req.query = path, ""
         else:
             req.path, req.query = path[:q], path[q + 1:]
+        return authority
 
-    def _frame(self, req: Request, headers: list[tuple[str, str]]) -> None:
-        """Host, framing, keep-alive and Expect, in the order the module docstring gives."""
+    def _frame(self, req: Request, headers: list[tuple[str, str]], authority: str | None) -> None:
+        """Host, framing, keep-alive and Expect, in the order the module docstring gives.
+        `authority`: that of an absolute-form target, which becomes the request's host."""
         http11 = req.version == "HTTP/1.1"
         host = None
         hosts = 0
@@ -337,7 +396,8 @@ class RequestParser:
             raise BadRequest("HTTP/1.1 needs exactly one Host" if http11 else "repeated Host")
         if host is not None and _HOST.fullmatch(host) is None:
             raise BadRequest("malformed Host")
-        req.host = host
+        # RFC 9112 §3.2.2: with an absolute-form target, its authority is the host.
+        req.host = host if authority is None else authority
 
         chunked = False
         length = 0
@@ -346,11 +406,12 @@ class RequestParser:
                 raise BadRequest("both Transfer-Encoding and Content-Length")
             if not http11:
                 raise BadRequest("Transfer-Encoding on HTTP/1.0")
-            codings = [c.strip(" \t").lower() for c in te.split(",")]
+            # Transfer-Encoding = #transfer-coding; empty elements are ignored
+            codings = [c for c in (c.strip(" \t").lower() for c in te.split(",")) if c]
             for c in codings:
                 if _TOKEN.fullmatch(c) is None:
                     raise BadRequest("malformed Transfer-Encoding")
-            if codings[-1] != "chunked":
+            if not codings or codings[-1] != "chunked":
                 raise BadRequest("final transfer coding is not chunked")
             if codings.count("chunked") > 1:
                 raise BadRequest("chunked applied twice")
@@ -359,14 +420,21 @@ class RequestParser:
             chunked = True
             req.content_length = None
         elif cl is not None:
+            # Content-Length = 1*DIGIT; a list of the same number is that number
+            # (RFC 9110 §8.6), with the list rule's OWS and empty elements.
             value = None
             for v in cl.split(","):
+                v = v.strip(" \t")
+                if not v:
+                    continue
                 if _DIGITS.fullmatch(v) is None:
                     raise BadRequest("malformed Content-Length")
                 n = int(v)
                 if value is not None and n != value:
                     raise BadRequest("conflicting Content-Length")
                 value = n
+            if value is None:
+                raise BadRequest("malformed Content-Length")
             if value > self.max_body_size:
                 raise BodyTooLarge()
             length = value
@@ -388,10 +456,14 @@ class RequestParser:
 
         req.expect_continue = False
         if expect is not None and http11:
+            # Expect = #expectation; empty elements are ignored
             for v in expect.split(","):
-                if v.strip(" \t").lower() != "100-continue":
+                v = v.strip(" \t").lower()
+                if not v:
+                    continue
+                if v != "100-continue":
                     raise ExpectationFailed()
-            req.expect_continue = True
+                req.expect_continue = True
 
         if chunked:
             self._state = _CHUNK_SIZE

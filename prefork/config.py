@@ -14,6 +14,10 @@ from typing import NamedTuple, Optional, Tuple
 
 # RFC 9111 §1.2.2: a cache-directive's delta-seconds is capped at 2**31.
 MAX_AGE_LIMIT = 2 ** 31
+# The largest size or count limit (1 PiB): the parser twins clamp anything above it to it
+# (prefork/_pyparser.py LIMIT_MAX, the same number), so a larger value would not mean
+# what it says; refused instead.
+SIZE_LIMIT = 1 << 50
 
 
 class ConfigError(ValueError):
@@ -135,6 +139,11 @@ class Config:
                      "limit_request_fields", "limit_request_field_size", "max_body_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("limit_request_line", "limit_request_fields", "limit_request_field_size",
+                     "max_body_size", "spool_threshold"):
+            if getattr(self, name) > SIZE_LIMIT:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at most {SIZE_LIMIT} (1 PiB) "
+                                  f"(got {getattr(self, name)})")
         for name in ("max_requests", "max_requests_jitter"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more")

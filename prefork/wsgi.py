@@ -139,8 +139,8 @@ class WSGIHandler:
             if name == "content-type":
                 env["CONTENT_TYPE"] = value
                 continue
-            if name == "content-length":
-                env["CONTENT_LENGTH"] = value
+            if name == "content-length":  # the parsed number: the field may be "5, 5"
+                env["CONTENT_LENGTH"] = str(req.content_length)
                 continue
             key = _ENVIRON_KEYS.get(name) or _environ_key(name)
             if not key:
@@ -149,6 +149,13 @@ class WSGIHandler:
                 env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
             else:
                 env[key] = value
+        if req.target[0] != "/":
+            # absolute-form: the parser gives the target's authority as the host, which
+            # wins over the Host field (RFC 9112 §3.2.2). For "*" and CONNECT, req.host
+            # is the Host field itself.
+            host = req.host
+            if host is not None:
+                env["HTTP_HOST"] = host
         held = conn.body if conn is not None else None
         if held is None:
             body = req.body

@@ -94,10 +94,17 @@ SEEDS = [
     b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nX-A: 2\r\n\r\n",
     b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nUser-Agent: fuzz\r\nAccept: */*\r\n\r\n",
     b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: b\r\n\r\n",
+    # absolute-form authority, Host ports, chunk-ext grammar, list elements (issue 11)
+    b"GET http://u@[::1]:80/p#f HTTP/1.1\r\nHost: [::1]:8x0\r\n\r\n",
+    b"GET https://a.example:/q?x HTTP/1.0\r\nHost: b.example:443\r\n\r\n",
+    b'POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n'
+    b'2 \t; a = "b\\" c" ;d=e\r\nhi\r\n0 ;z\r\n\r\n',
+    b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 2, ,2\r\nExpect: ,100-continue\r\n\r\nhi",
+    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
 ]
 
 # Bytes that matter to an HTTP parser.
-INTERESTING = b"\r\n \t:;,=\x00\x01\x0b\x7f\x80\xe9\xff0159afAFxX-_/?*#@[]\"'+%Hh"
+INTERESTING = b"\r\n \t:;,=\x00\x01\x0b\x16\x7f\x80\xe9\xff0159afAFxX-_/?*#@[]\"'+%Hh\\"
 
 EXTRA_HEADERS = [
     b"Transfer-Encoding: chunked", b"Transfer-Encoding: xchunked", b"Transfer-Encoding:  chunked",
@@ -106,6 +113,9 @@ EXTRA_HEADERS = [
     b"Content-Length: 5,5", b"Content-Length: 5, 6", b"Content-Length: 99999999999999999999",
     b"Host: a", b"Host: a b", b"Connection: close", b"Connection: keep-alive", b"Expect: 100-continue",
     b"Expect: x", b"X-A: \xe9\t v ", b"X-A:", b"X-A: 1\x00", b" folded", b"\tfolded",
+    b"Transfer-Encoding: , chunked", b"Transfer-Encoding: chunked,", b"Transfer-Encoding: ,",
+    b"Content-Length: 5, 5", b"Content-Length: ,", b"Content-Length: 5,,5", b"Expect: ,",
+    b"Host: a:8x0", b"Host: [::1]:80", b"Host: a:", b"Host: [::1", b"Host: a]:1",
 ]
 
 
@@ -140,7 +150,8 @@ def mutated(draw):
             data[at:at + 1] = bytes(data[at:at + 1]).swapcase()
         elif op == "chunk":
             data += draw(st.sampled_from([b"0\r\n\r\n", b"3\r\nabc\r\n", b"+1\r\n", b"1 \r\n", b"1;\x01\r\n",
-                                          b"0\r\nT: 1\r\n\r\n", b"ffffffffffffffff\r\n", b"\r\n"]))
+                                          b"0\r\nT: 1\r\n\r\n", b"ffffffffffffffff\r\n", b"\r\n",
+                                          b"1 ;a=b\r\nx\r\n", b'1;a="\\"\r\n', b"2;\r\n", b"1;a =\t\"q\"\r\n"]))
     return bytes(data)
 
 
@@ -178,7 +189,8 @@ def test_random_bytes(data, points, limits):
 @given(prefix=st.sampled_from([b"GET / HTTP/1.1\r\n", b"POST / HTTP/1.1\r\nHost: a\r\n", b""]),
        body=st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b"Host: a", b"X-A: v", b":", b" ", b"\t",
                                       b"Transfer-Encoding: chunked", b"Content-Length: 2", b"0", b"1",
-                                      b"ab", b"\x00", b"\xe9", b"GET / HTTP/1.1", b";"]), max_size=30),
+                                      b"ab", b"\x00", b"\xe9", b"GET / HTTP/1.1", b";", b",", b"=",
+                                      b'"', b"\\", b"http://a", b"@", b"#"]), max_size=30),
        points=POINTS, limits=LIMITS)
 def test_token_soup(prefix, body, points, limits):
     check(prefix + b"".join(body), points, limits)
