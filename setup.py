@@ -1,4 +1,4 @@
-"""Builds the optional Cython extension prefork._parser.
+"""Builds the optional Cython extension prefork.http._parser.
 
 Without a compiler (or without Cython) the install still succeeds and the pure-Python
 parser runs, with a warning at startup. PREFORK_REQUIRE_EXTENSION=1 turns a failed build
@@ -21,7 +21,7 @@ def extensions():
         print("prefork-http: Cython is not available; the pure-Python parser will be used")
         return []
     exts = cythonize(
-        [Extension("prefork._parser", ["prefork/_parser.pyx"], extra_compile_args=["-O2"])],
+        [Extension("prefork.http._parser", ["prefork/http/_parser.pyx"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     )
     # cythonize() builds new Extension objects and drops optional=, so set it here.

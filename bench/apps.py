@@ -62,7 +62,7 @@ def main() -> int:
             print(f"{tool} is not installed", file=sys.stderr)
             return 2
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, BENCH]))
-    from prefork import parser as parser_choice
+    from prefork.http import parser as parser_choice
     parser_name = parser_choice.name_of(parser_choice.load(args.parser))
     results = {}
     for name in commands(0, args.parser):

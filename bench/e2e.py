@@ -45,9 +45,9 @@ def main() -> int:
     wrk_extra = ["-H", "Connection: close"] if args.close else []
     results = {"python": [], "cython": []}
     sys.path.insert(0, ROOT)
-    from prefork import parser as parser_choice
+    from prefork.http import parser as parser_choice
     if not parser_choice.cython_available():
-        print("note: the Cython parser does not import (prefork._parser): its rows are left out", file=sys.stderr)
+        print("note: the Cython parser does not import (prefork.http._parser): its rows are left out", file=sys.stderr)
         del results["cython"]
     for _ in range(args.rounds):
         for parser in results:

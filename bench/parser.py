@@ -35,10 +35,10 @@ import timeit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from prefork import _pyparser  # noqa: E402
+from prefork.http import _pyparser  # noqa: E402
 
 try:
-    from prefork import _parser as _cparser  # noqa: E402
+    from prefork.http import _parser as _cparser  # noqa: E402
 except ImportError:
     _cparser = None
 try:

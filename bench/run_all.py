@@ -87,7 +87,7 @@ class Setup:
 
     def why_not(self, cython: bool) -> str:
         if self.parser == "cython" and not cython:
-            return "the Cython parser (prefork._parser) does not import on this branch/build"
+            return "the Cython parser (prefork.http._parser) does not import on this branch/build"
         for tool in self.needs:
             if not (os.path.exists(tool) if os.sep in tool else shutil.which(tool)):
                 return f"{os.path.basename(tool)} is not installed"
@@ -400,7 +400,7 @@ def write_results(path: str, data: dict, chart: Optional[str]) -> None:
             w(f"| {k[4:]} | {v} |")
     w(f"| nginx | {m['nginx']} |")
     w(f"| wrk | {m['wrk']} |")
-    w(f"| prefork-http parser | {'Cython and pure' if data['cython'] else 'pure only (prefork._parser does not import: Cython rows skipped)'} |")
+    w(f"| prefork-http parser | {'Cython and pure' if data['cython'] else 'pure only (prefork.http._parser does not import: Cython rows skipped)'} |")
     w("")
     w(f"Method: one worker per server; the server is pinned to core {SERVER_CPU} (`taskset -c {SERVER_CPU}`) and "
       f"wrk to core {WRK_CPU} (`wrk -t1 -c{CONNECTIONS} -d{data['duration']}s --latency`, after a 1 s warm-up). "
@@ -468,7 +468,7 @@ def write_results(path: str, data: dict, chart: Optional[str]) -> None:
                     w(f"| {r['workload']} | {r['mode']} | {r['family']} | {r['rps']:,.0f} | {twin['rps']:,.0f} | "
                       f"{r['rps'] / twin['rps']:.2f}x |")
     else:
-        w("Not measured: `prefork._parser` (the Cython twin) does not import in this build, so only the pure "
+        w("Not measured: `prefork.http._parser` (the Cython twin) does not import in this build, so only the pure "
           "parser ran. The table appears when the extension is built.")
     w("")
 
@@ -617,7 +617,7 @@ def main() -> int:
     if args.profile and missing_tools("py-spy"):
         print("py-spy is not installed (pip install py-spy)", file=sys.stderr)
         return 2
-    from prefork import parser as parser_choice
+    from prefork.http import parser as parser_choice
     cython = parser_choice.cython_available()
     os.makedirs(OUT, exist_ok=True)
 

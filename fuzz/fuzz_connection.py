@@ -34,7 +34,7 @@ def available(parser: str) -> bool:
     if parser == "python":
         return True
     try:
-        from prefork import _parser  # noqa: F401
+        from prefork.http import _parser  # noqa: F401
     except ImportError:
         return False
     return True

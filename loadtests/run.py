@@ -18,7 +18,7 @@ With one worker on a machine of two cores or more, the server is pinned to core 
 locust to core 1; otherwise both may use every core (said in the output).
 
 --compare runs the same scenario with --parser python and --parser cython back to back
-(the Cython run is left out, with a note, when prefork._parser does not import) and prints
+(the Cython run is left out, with a note, when prefork.http._parser does not import) and prints
 one table (requests/s, p50, p95, p99, failures) and writes compare.png. It uses a closed
 loop (no think time: LOADTEST_WAIT=0:0) unless --wait says otherwise, so that the server,
 not the users' pauses, sets the pace.
@@ -245,11 +245,11 @@ def main() -> int:
     out = os.path.abspath(args.out or os.path.join(HERE, "out", stamp))
     os.makedirs(out, exist_ok=True)
 
-    from prefork import parser as parser_choice
+    from prefork.http import parser as parser_choice
     if args.compare:
         parsers = ["python", "cython"]
         if not parser_choice.cython_available():
-            print("note: prefork._parser does not import: the cython run is left out", file=sys.stderr)
+            print("note: prefork.http._parser does not import: the cython run is left out", file=sys.stderr)
             parsers.remove("cython")
     else:
         parsers = [args.parser]

@@ -10,7 +10,7 @@ __all__ = ["App", "Request", "Response", "HTTPError", "__version__"]
 
 def __getattr__(name: str):
     if name in ("App", "Request", "Response", "HTTPError"):
-        from prefork import app
+        from prefork.apps import app
 
         return getattr(app, name)
     raise AttributeError(f"module 'prefork' has no attribute {name!r}")

@@ -289,7 +289,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = parse_config(argv)
-    from prefork import parser as parser_choice
+    from prefork.http import parser as parser_choice
 
     try:
         parser_choice.load(cfg.parser)

@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional, Tuple
 # RFC 9111 §1.2.2: a cache-directive's delta-seconds is capped at 2**31.
 MAX_AGE_LIMIT = 2 ** 31
 # The largest size or count limit (1 PiB): the parser twins clamp anything above it to it
-# (prefork/_pyparser.py LIMIT_MAX, the same number), so a larger value would not mean
+# (prefork/http/_pyparser.py LIMIT_MAX, the same number), so a larger value would not mean
 # what it says; refused instead.
 SIZE_LIMIT = 1 << 50
 

@@ -98,9 +98,9 @@ def load_app(cfg) -> Tuple[str, Any]:
     """(interface, what serves it) for `cfg.app`: ("app", the App), ("wsgi", a WSGI
     adapter) or ("asgi", the ASGI 3 application itself). `cfg.interface` forces the
     interface; "auto" detects it (prefork.apps.asgi.detect_interface)."""
-    from prefork.app import App
+    from prefork.apps.app import App
     from prefork.apps.asgi import detect_interface
-    from prefork.wsgi import WSGIHandler
+    from prefork.apps.wsgi import WSGIHandler
 
     obj, is_factory = import_app(cfg.app)
     if is_factory:

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-from prefork.connection import clf_time
+from prefork.workers.connection import clf_time
 
 log = logging.getLogger("prefork.error")
 

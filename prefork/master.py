@@ -22,13 +22,13 @@ import time
 from typing import Dict, List, Optional
 
 from prefork import __version__
-from prefork import parser as parser_choice
+from prefork.http import parser as parser_choice
 from prefork import systemd
 from prefork.config import Config
 from prefork.logs import error_log_dropped, setup_logging
 from prefork.metrics import MetricsServer, Totals, render
 from prefork.sockets import BindError, Listener, open_listeners
-from prefork.worker import (EXIT_BOOT_ERROR, FLAG_RETIRING, STATUS, STATUS_MAGIC, Worker,
+from prefork.workers.epoll import (EXIT_BOOT_ERROR, FLAG_RETIRING, STATUS, STATUS_MAGIC, Worker,
                             set_process_title)
 
 log = logging.getLogger("prefork.error")
@@ -126,7 +126,7 @@ class Master:
             what = cfg.app if cfg.app is not None else os.path.abspath(cfg.root)
             log.info("Serving %s with %d workers, parser %s", what, cfg.workers, parser_name)
             if cfg.app is None and not cfg.listing and not os.path.isfile(os.path.join(what, "index.html")):
-                from prefork.static import NO_INDEX_ADVICE
+                from prefork.apps.static import NO_INDEX_ADVICE
 
                 log.info("%s has no index.html, so / answers 403 Forbidden. %s", what, NO_INDEX_ADVICE)
             self.watchdog = systemd.watchdog_interval()

@@ -19,7 +19,7 @@ APPS = os.path.join(ROOT, "tests", "apps")  # applications the end-to-end tests 
 REQUIRE_EXTENSION = os.environ.get("PREFORK_REQUIRE_EXTENSION", "") not in ("", "0")
 
 try:
-    from prefork import _parser as CPARSER
+    from prefork.http import _parser as CPARSER
 except ImportError as exc:  # not built
     CPARSER = None
     C_IMPORT_ERROR = str(exc)
@@ -33,7 +33,7 @@ def require_cython() -> None:
     (as in CI), else a skip that says why."""
     if CPARSER is None:
         if REQUIRE_EXTENSION:
-            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but prefork._parser does not import: {C_IMPORT_ERROR}")
+            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but prefork.http._parser does not import: {C_IMPORT_ERROR}")
         pytest.skip(f"the Cython twin is not built: {C_IMPORT_ERROR}")
 
 PARSERS = [

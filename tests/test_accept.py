@@ -1,5 +1,5 @@
 """The accept path end to end: out of descriptors, out of connections, and how
-connections are shared out between workers (prefork/worker.py, `Worker._accept`).
+connections are shared out between workers (prefork/workers/epoll.py, `Worker._accept`).
 
 These run with the default parser (Cython when built); the parser is covered for both
 twins elsewhere. Which worker holds a connection is read from /proc: the server-side

@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from prefork import App, HTTPError, Request, Response
-from prefork._pyparser import RequestParser, header_block
-from prefork.response import FileBody, StreamBody
+from prefork.http._pyparser import RequestParser, header_block
+from prefork.apps.response import FileBody, StreamBody
 
 pytestmark = pytest.mark.timeout(20)
 

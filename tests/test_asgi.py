@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import APPS, read_response, recv_until_closed
+from conftest import APPS, read_response, recv_until_closed
 
 pytest.importorskip("starlette")
 
@@ -209,7 +209,7 @@ def test_pathsend_and_trailers(asgi, tmp_path):
 
 
 def test_lifespan_failed_startup_is_a_boot_failure(parser_name):
-    from tests.conftest import Server
+    from conftest import Server
     srv = Server(["--bind", "127.0.0.1:0", "--workers", "1", "--parser", parser_name, "asgi_apps:failing_startup"],
                  env={"PYTHONPATH": APPS + os.pathsep + os.path.dirname(APPS) + "/.."})
     assert srv.proc.wait(30) == 3
@@ -219,7 +219,7 @@ def test_lifespan_failed_startup_is_a_boot_failure(parser_name):
 def test_lifespan_auto_tolerates_and_on_refuses(asgi, parser_name):
     srv = asgi("asgi_apps:no_lifespan")
     assert get(srv, "/")[1] == b"plain"
-    from tests.conftest import Server
+    from conftest import Server
     bad = Server(["--bind", "127.0.0.1:0", "--workers", "1", "--parser", parser_name, "--lifespan", "on",
                   "asgi_apps:no_lifespan"], env={"PYTHONPATH": APPS})
     assert bad.proc.wait(30) == 3
@@ -229,7 +229,7 @@ def test_interface_forced_and_bad_options(asgi):
     srv = asgi("asgi_apps:raw", "--interface", "asgi", "--loop", "asyncio", "--lifespan", "off")
     r, data = get(srv, "/scope")
     assert "state" not in json.loads(data) or json.loads(data)["state"] == {}
-    from tests.conftest import Server
+    from conftest import Server
     bad = Server(["--interface", "nope", "x:y"])
     assert bad.proc.wait(10) == 2 and "--interface" in bad.log[-1]
 

@@ -17,9 +17,9 @@ import socket
 import pytest
 
 from conftest import read_response, recv_until_closed
-from prefork import connection as connection_mod
-from prefork.connection import CLOSED, CLOSING, LINGER, Connection
-from prefork.response import Response, StreamBody
+from prefork.workers import connection as connection_mod
+from prefork.workers.connection import CLOSED, CLOSING, LINGER, Connection
+from prefork.apps.response import Response, StreamBody
 from test_connection import FakeWorker, pair  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(20)

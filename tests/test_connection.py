@@ -9,10 +9,10 @@ import socket
 import pytest
 
 from conftest import read_response
-from prefork import parser as parser_choice
-from prefork.connection import CLOSED, Connection
+from prefork.http import parser as parser_choice
+from prefork.workers.connection import CLOSED, Connection
 from prefork.proxy import TrustedProxies
-from prefork.response import FileBody, Parts, Response, SharedFd, StreamBody
+from prefork.apps.response import FileBody, Parts, Response, SharedFd, StreamBody
 
 pytestmark = pytest.mark.timeout(20)
 

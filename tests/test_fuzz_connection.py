@@ -42,10 +42,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prefork import App, Response
-from prefork import parser as parser_choice
-from prefork.connection import CLOSED, LINGER, RECV_SIZE, Connection
+from prefork.http import parser as parser_choice
+from prefork.workers.connection import CLOSED, LINGER, RECV_SIZE, Connection
 from prefork.proxy import TrustedProxies, parse_networks
-from prefork.static import StaticFiles
+from prefork.apps.static import StaticFiles
 
 EXAMPLES = int(os.environ.get("PREFORK_FUZZ_EXAMPLES", "500"))
 FUZZ = settings(

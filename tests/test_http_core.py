@@ -3,10 +3,10 @@
 
 import pytest
 
-from prefork import _pyparser
-from prefork.errors import ResponseHeadError
+from prefork.http import _pyparser
+from prefork.http.errors import ResponseHeadError
 from prefork.http import core
-from tests.conftest import PARSERS, require_parser
+from conftest import PARSERS, require_parser
 
 DATE = "Server: t\r\nDate: d\r\n"
 
@@ -16,7 +16,7 @@ def mod(request):
     require_parser(request.param)
     if request.param == "python":
         return _pyparser
-    from prefork import _parser
+    from prefork.http import _parser
     return _parser
 
 

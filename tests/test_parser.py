@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from prefork import _pyparser
-from prefork.errors import (
+from prefork.http import _pyparser
+from prefork.http.errors import (
     BadRequest,
     BodyTooLarge,
     ExpectationFailed,

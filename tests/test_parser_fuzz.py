@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefork import _pyparser
-from prefork.errors import ParseError
+from prefork.http import _pyparser
+from prefork.http.errors import ParseError
 
 from conftest import CPARSER as _cparser, require_cython
 

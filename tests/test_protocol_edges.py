@@ -20,9 +20,10 @@ import pytest
 
 from conftest import APPS, ROOT, read_response, recv_until_closed, require_cython
 from conftest import CPARSER as _cparser
-from prefork import Request, _pyparser
+from prefork import Request
+from prefork.http import _pyparser
 from prefork.config import SIZE_LIMIT, Config, ConfigError
-from prefork.wsgi import WSGIHandler
+from prefork.apps.wsgi import WSGIHandler
 
 pytestmark = pytest.mark.timeout(60)
 

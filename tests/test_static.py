@@ -1,7 +1,7 @@
 """Static files as a user of nginx expects them: validators, conditional requests, ranges,
 precompressed variants, folders, dotfiles, symlinks, caching headers. Through the real
 server (the `start_server` fixture), plus curl as a real client, plus the pure readers of
-prefork.fileheaders on their own."""
+prefork.apps.fileheaders on their own."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import ROOT, read_response
-from prefork import fileheaders as fh
+from prefork.apps import fileheaders as fh
 
 pytestmark = pytest.mark.timeout(60)
 

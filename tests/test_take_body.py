@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prefork import parser as parser_choice
-from prefork.errors import BodyTooLarge
+from prefork.http import parser as parser_choice
+from prefork.http.errors import BodyTooLarge
 
 pytestmark = pytest.mark.timeout(20)
 

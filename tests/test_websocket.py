@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import APPS, read_response
+from conftest import APPS, read_response
 
 websockets = pytest.importorskip("websockets")
 pytest.importorskip("starlette")

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from conftest import APPS, ROOT, read_response
-from prefork._pyparser import RequestParser
-from prefork.response import FileBody, StreamBody
-from prefork.wsgi import WSGIHandler
+from prefork.http._pyparser import RequestParser
+from prefork.apps.response import FileBody, StreamBody
+from prefork.apps.wsgi import WSGIHandler
 from test_app_server import read_chunked, read_head, request
 
 pytestmark = pytest.mark.timeout(60)

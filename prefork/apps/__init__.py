@@ -1,2 +1,2 @@
 """Application adapters. prefork.apps.asgi: ASGI 3 detection, scopes and lifespan.
-(App, WSGI and static files still live in prefork.app, prefork.wsgi, prefork.static.)"""
+(App, WSGI and static files still live in prefork.apps.app, prefork.apps.wsgi, prefork.apps.static.)"""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
-from prefork.errors import ResponseHeadError
+from prefork.http.errors import ResponseHeadError
 
 # How a response body is framed on the wire.
 HEAD_ONLY, EXACT, CHUNKED, CLOSE_DELIMITED = range(4)

@@ -1,6 +1,6 @@
 """The asyncio worker: ASGI 3 applications and WebSockets on one event loop per worker.
 
-What it shares with the epoll worker (prefork.worker.Worker, its base class): the status
+What it shares with the epoll worker (prefork.workers.epoll.Worker, its base class): the status
 record and heartbeat (sent from the loop itself, every second, so that a blocked loop goes
 silent and the master treats it as hung), the hang dump, the request budget, the parser
 twins and their limits, the access log, trusted proxies and the PROXY protocol. The rules
@@ -20,7 +20,7 @@ import time
 
 from prefork.apps.asgi import Lifespan, LifespanFailed
 from prefork.workers.protocol import HttpProtocol
-from prefork.worker import EXIT_BOOT_ERROR, Worker, log
+from prefork.workers.epoll import EXIT_BOOT_ERROR, Worker, log
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:

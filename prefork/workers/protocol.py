@@ -18,15 +18,15 @@ from time import perf_counter
 from typing import Optional
 
 from prefork.apps.asgi import request_scope
-from prefork.connection import LINGER_SECONDS, RequestTimeout, _peer
-from prefork.errors import ResponseHeadError
+from prefork.workers.connection import LINGER_SECONDS, RequestTimeout, _peer
+from prefork.http.errors import ResponseHeadError
 from prefork.http.core import (
     CHUNKED, CLOSE_DELIMITED, CONTINUE, EXACT, HEAD_ONLY, KEEP, LINGER as AFTER_LINGER, accepts_trailers,
     after_response, chunk, clean_headers, error_answer, expired, last_chunk, response_head,
 )
 from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
-from prefork.response import error_response
-from prefork.worker import log
+from prefork.apps.response import error_response
+from prefork.workers.epoll import log
 
 READ_AHEAD = 256 * 1024  # request body bytes read before the application asks for them
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered

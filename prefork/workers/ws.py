@@ -23,9 +23,9 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import RemoteProtocolError
 
-from prefork.errors import ResponseHeadError
+from prefork.http.errors import ResponseHeadError
 from prefork.http.core import clean_headers, error_answer
-from prefork.response import error_response
+from prefork.apps.response import error_response
 
 log = logging.getLogger("prefork.error")
 

@@ -5,7 +5,7 @@ one Transfer-Encoding: chunked, never both, and one Connection of its own.
 """
 
 from prefork import App, Response
-from prefork.app import HTTPError
+from prefork.apps.app import HTTPError
 
 HOP = {"Connection": "close", "Keep-Alive": "timeout=99", "TE": "trailers", "Trailer": "X-Sum",
        "Upgrade": "h2c", "Proxy-Connection": "keep-alive"}

@@ -1,4 +1,4 @@
-"""Pure-Python request parser: the readable reference twin of prefork/_parser.pyx.
+"""Pure-Python request parser: the readable reference twin of prefork/http/_parser.pyx.
 
 The rule this module keeps: for any byte stream, split into `feed()` calls at any points,
 the result is the same requests and the same error as if the stream had been fed whole.
@@ -59,7 +59,7 @@ import re
 from http import HTTPStatus
 from typing import Iterable
 
-from prefork.errors import (
+from prefork.http.errors import (
     BadRequest,
     BodyTooLarge,
     ExpectationFailed,

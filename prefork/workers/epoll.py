@@ -37,14 +37,14 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from prefork import __version__
-from prefork import parser as parser_choice
+from prefork.http import parser as parser_choice
 from prefork.config import Config
-from prefork.connection import LINGER, LINGER_SECONDS, OPEN, Connection, _peer
+from prefork.workers.connection import LINGER, LINGER_SECONDS, OPEN, Connection, _peer
 from prefork.logs import AccessLog, FloodFilter, error_log_dropped, reset_error_log_count
 from prefork.proxy import TrustedProxies, parse_networks
-from prefork.pool import HandlerPool
+from prefork.workers.pool import HandlerPool
 from prefork.sockets import Listener
-from prefork.static import StaticFiles
+from prefork.apps.static import StaticFiles
 
 log = logging.getLogger("prefork.error")
 

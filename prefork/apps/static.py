@@ -15,7 +15,7 @@ responses in flight through a reference count (response.SharedFd), so an entry c
 dropped while a slow client is still being sent its file.
 
 What the request headers mean (conditionals, ranges, Accept-Encoding) is read by
-prefork.fileheaders; this module decides what to send.
+prefork.apps.fileheaders; this module decides what to send.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import time
 from typing import Dict, List, Optional, Tuple, Union
 from urllib.parse import unquote_to_bytes
 
-from prefork import fileheaders as fh
-from prefork._pyparser import header_block  # off the hot path: once per file and second
-from prefork.listing import render_listing
-from prefork.response import FileBody, Parts, Response, SharedFd, error_response
+from prefork.apps import fileheaders as fh
+from prefork.http._pyparser import header_block  # off the hot path: once per file and second
+from prefork.apps.listing import render_listing
+from prefork.apps.response import FileBody, Parts, Response, SharedFd, error_response
 
 ALLOWED = "GET, HEAD"
 INDEX = "index.html"

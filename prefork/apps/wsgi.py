@@ -24,7 +24,7 @@ from typing import Callable, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 from prefork import __version__
-from prefork.response import FileBody, Response, StreamBody, error_response
+from prefork.apps.response import FileBody, Response, StreamBody, error_response
 
 _ENVIRON_KEYS: dict = {}  # header name → HTTP_* key, or "" for names with "_" (dropped)
 

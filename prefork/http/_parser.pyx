@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Cython request parser: the fast twin of prefork/_pyparser.py.
+"""Cython request parser: the fast twin of prefork/http/_pyparser.py.
 
 The rules, and the order in which they are checked, are those of the pure twin's module
 docstring; this file implements them, byte for byte, and a difference is a bug.
@@ -15,7 +15,7 @@ object: nothing is copied. Field lines repeat on keep-alive connections, so the 
 value) tuples of recent lines are kept in a small process-wide cache (see _field_tuple).
 
 Exceptions never cross C frames for protocol errors: the C code records an error code and
-a message, and feed() turns them into the ParseError of prefork.errors.
+a message, and feed() turns them into the ParseError of prefork.http.errors.
 """
 
 cimport cython
@@ -33,7 +33,7 @@ from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 import re
 from http import HTTPStatus
 
-from prefork.errors import (
+from prefork.http.errors import (
     BadRequest,
     BodyTooLarge,
     ExpectationFailed,
@@ -44,7 +44,7 @@ from prefork.errors import (
     UnsupportedTransferCoding,
     VersionNotSupported,
 )
-from prefork._pyparser import (
+from prefork.http._pyparser import (
     LIMIT_MAX,
     MAX_BODY_SIZE,
     MAX_FIELD_SIZE,
@@ -122,7 +122,7 @@ cdef enum:
     S_TRAILERS = 5
     S_DEAD = 6
 
-# Error codes, turned into prefork.errors classes by feed().
+# Error codes, turned into prefork.http.errors classes by feed().
 cdef enum:
     E_NONE = 0
     E_400 = 1

@@ -1,9 +1,9 @@
 """The choice between the two parser twins.
 
-`prefork._parser` (Cython) runs unless it failed to build or the user asks for the pure
+`prefork.http._parser` (Cython) runs unless it failed to build or the user asks for the pure
 twin (`--parser python` or PREFORK_PARSER=python); `--parser cython` fails loudly when the
 extension is missing. Both twins have the same API: RequestParser, Request,
-response_head, status_line, and raise the errors of prefork.errors.
+response_head, status_line, and raise the errors of prefork.http.errors.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-from prefork import _pyparser
+from prefork.http import _pyparser
 
 try:
-    from prefork import _parser as _cparser
+    from prefork.http import _parser as _cparser
 except ImportError as exc:  # no compiler at install time, or a broken build
     _cparser = None
     CYTHON_IMPORT_ERROR: str | None = str(exc)

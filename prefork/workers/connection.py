@@ -29,9 +29,9 @@ from collections import deque
 from itertools import islice
 from time import perf_counter
 
-from prefork.errors import ParseError, ResponseHeadError
+from prefork.http.errors import ParseError, ResponseHeadError
 from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
-from prefork.response import NO_BODY_STATUSES, FileBody, Parts, Response, StreamBody, error_response
+from prefork.apps.response import NO_BODY_STATUSES, FileBody, Parts, Response, StreamBody, error_response
 
 log = logging.getLogger("prefork.error")
 

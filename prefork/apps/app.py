@@ -31,11 +31,11 @@ from http import HTTPStatus
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, unquote
 
-from prefork._pyparser import header_block
-from prefork.request import Request
-from prefork.response import FileBody, StreamBody
-from prefork.response import Response as _BaseResponse
-from prefork.static import StaticFiles
+from prefork.http._pyparser import header_block
+from prefork.apps.request import Request
+from prefork.apps.response import FileBody, StreamBody
+from prefork.apps.response import Response as _BaseResponse
+from prefork.apps.static import StaticFiles
 
 log = logging.getLogger("prefork.error")
 

@@ -14,7 +14,7 @@ import time
 from typing import List, Tuple
 from urllib.parse import quote
 
-from prefork.response import Response
+from prefork.apps.response import Response
 
 
 def render_listing(dir_fd: int, rel: str, show_dotfiles: bool) -> Response:

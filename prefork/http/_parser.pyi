@@ -1,8 +1,8 @@
-"""Type stub for prefork/_parser.pyx, the Cython twin of prefork/_pyparser.py."""
+"""Type stub for prefork/http/_parser.pyx, the Cython twin of prefork/http/_pyparser.py."""
 
 from typing import Iterable
 
-from prefork.errors import ParseError
+from prefork.http.errors import ParseError
 
 MAX_REQUEST_LINE: int
 MAX_FIELDS: int

@@ -265,7 +265,7 @@ class Request:
 
     def json(self) -> Any:
         """The body decoded as JSON; a body that is not JSON is a 400."""
-        from prefork.app import HTTPError
+        from prefork.apps.app import HTTPError
 
         try:
             return _json.loads(self.body)
@@ -292,7 +292,7 @@ class Request:
             return self._files
 
     def _parse_form(self) -> None:
-        from prefork.app import HTTPError
+        from prefork.apps.app import HTTPError
         import multipart
 
         ctype, options = multipart.parse_options_header(self.content_type)
