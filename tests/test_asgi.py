@@ -357,3 +357,33 @@ def test_half_close_after_pipelined_requests(asgi, tmp_path):
     assert recv_until_closed(s) == b""
     s.close()
     assert wait_file(str(marker)) == "http.disconnect"
+
+
+# ---------------------------------------------------------------------- timeouts from the core
+
+def test_silent_connection_is_closed_after_the_first_byte_timeout(asgi):
+    """The epoll worker's rule, from the same core (prefork.http.core.expired): a connection
+    that sends nothing goes after min(5 s, --header-timeout), not after --keepalive; one
+    kept alive after a request stays."""
+    srv = asgi("asgi_apps:raw", "--keepalive", "60", "--header-timeout", "2")
+    kept = srv.connect(timeout=10)
+    kept.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(kept)[0] == 200
+    silent = srv.connect(timeout=10)
+    t0 = time.monotonic()
+    assert silent.recv(1) == b""
+    assert time.monotonic() - t0 < 8
+    kept.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(kept)[0] == 200
+    kept.close()
+    silent.close()
+
+
+def test_unfinished_proxy_header_is_closed_after_the_head_timeout(asgi):
+    srv = asgi("asgi_apps:raw", "--proxy-protocol", "--keepalive", "60", "--header-timeout", "2")
+    s = srv.connect(timeout=10)
+    s.sendall(b"PROXY TCP4 10.1.2.3 ")
+    t0 = time.monotonic()
+    assert s.recv(1) == b""
+    assert time.monotonic() - t0 < 8
+    s.close()

@@ -20,9 +20,18 @@ def mod(request):
     return _parser
 
 
+class Head:
+    """core.response_head's (data, mode, keep), named for the assertions."""
+
+    def __init__(self, data, mode, keep):
+        self.data, self.mode, self.keep = data, mode, keep
+
+
 def head(mod, method="GET", version="HTTP/1.1", keep=True, status=200, fields=(), length=None):
-    return core.response_head(method, version, keep, mod.status_line(status), DATE,
-                              mod.header_block(list(fields)), status, length)
+    result = core.response_head(method, version, keep, mod.status_line(status), DATE,
+                                mod.header_block(list(fields)), status, length)
+    assert type(result) is tuple  # no object per response on the epoll worker's hot path
+    return Head(*result)
 
 
 def test_request_bytes_in_events_out(mod):
@@ -122,3 +131,75 @@ def test_after_response_keep_close_linger():
 def test_accepts_trailers_from_parsed_requests(mod, raw, version, expected):
     req = mod.RequestParser().feed(b"GET / HTTP/" + version.encode() + b"\r\nHost: x\r\n" + raw + b"\r\n")[0]
     assert core.accepts_trailers(req.version, req.headers) is expected
+
+
+@pytest.mark.parametrize("args,kw,expected", [
+    ((100, 98, 0, False, False), {"lingering": True}, None),
+    ((100, 97, 0, False, False), {"lingering": True}, "linger"),  # after LINGER_SECONDS
+    ((100, 97, 0, True, True), {"lingering": True}, "linger"),  # whatever else is going on
+    ((100, 91, 0, False, False), {"proxy_partial": True}, None),
+    ((100, 89, 0, False, False), {"proxy_partial": True}, "proxy"),  # the head timeout, not keepalive
+    ((100, 96, 0, False, False), {"served": False}, None),
+    ((100, 94, 0, False, False), {"served": False}, "keepalive"),  # both: keepalive, 5 s
+])
+def test_expired_linger_proxy_first_byte(args, kw, expected):
+    assert core.expired(*args, Limits, **kw) == expected
+
+
+def test_first_byte_timeout_is_at_most_the_head_timeout():
+    class Short(Limits):
+        header_timeout, keepalive = 2, 60
+    assert core.expired(100, 98.5, 0, False, False, Short, served=False) is None
+    assert core.expired(100, 97.5, 0, False, False, Short, served=False) == "keepalive"
+    assert core.expired(100, 97.5, 0, False, False, Short, served=True) is None
+
+
+def test_refuse_head_is_a_500(caplog):
+    with caplog.at_level("ERROR", logger="prefork.error"):
+        assert core.refuse_head("GET", "/x", ResponseHeadError("bad field")) == (500, "Internal Server Error")
+    assert "refused the response head for GET /x: bad field" in caplog.text
+
+
+# ---------------------------------------------------------------------- one list of server-owned fields
+
+FIELD_NAMES = [
+    "Content-Type", "Content-Encoding", "Content-Language", "Content-Location", "Content-Range",
+    "Cache-Control", "Set-Cookie", "Location", "Server", "Date", "ETag", "Expires", "Last-Modified",
+    "Vary", "Via", "Warning", "Allow", "Age", "Retry-After", "WWW-Authenticate", "Accept-Ranges",
+    "Strict-Transport-Security", "Link", "Alt-Svc", "Upgrade-Insecure-Requests", "Trailers", "Tee",
+    "Connections", "Keep-Alive2", "Content-Lengths", "Transfer-Encodings", "Proxy-Connectio",
+    "Sec-WebSocket-Accept", "Sec-WebSocket-Protocol", "X-Content-Length", "X-Powered-By",
+]
+
+
+def test_server_owned_is_defined_once():
+    """The core, the ASGI adapter's clean_headers and both twins' header_block use the one
+    set of names the pure twin defines."""
+    assert core.SERVER_OWNED is _pyparser.SERVER_OWNED
+    assert not hasattr(core, "SERVER_FIELDS")
+    assert core.SERVER_OWNED == {"content-length", "transfer-encoding", "connection", "keep-alive", "te",
+                                 "trailer", "upgrade", "proxy-connection"}
+
+
+def test_c_twin_check_names_the_same_fields():
+    """The Cython twin checks names with a switch on the length and byte compares (no
+    Python call per field); the names it compares must be exactly SERVER_OWNED."""
+    import os
+    import re
+    src = open(os.path.join(os.path.dirname(_pyparser.__file__), "_parser.pyx"), encoding="utf-8").read()
+    body = src[src.index("cdef inline bint _server_owned"):src.index("cdef int _append_fields")]
+    compared = re.findall(r'b"([^"]*)", (\d+)\)', body)
+    assert {name for name, _ in compared} == set(_pyparser.SERVER_OWNED)
+    assert all(len(name) == int(n) for name, n in compared)
+    for name, _ in compared:  # under the right length case
+        head = body[:body.index(f'b"{name}"')]
+        assert head.rsplit("if n == ", 1)[1].split(":", 1)[0] == str(len(name))
+
+
+def test_header_block_drops_exactly_server_owned(mod):
+    names = [n for owned in _pyparser.SERVER_OWNED for n in (owned, owned.upper(), owned.title())] + FIELD_NAMES
+    for name in names:
+        block = mod.header_block([(name, "v")])
+        assert (block == "") == (name.lower() in _pyparser.SERVER_OWNED), name
+    kept, _ = core.clean_headers([(n, "1") for n in names])
+    assert {n for n, _ in kept} == {n for n in names if n.lower() not in _pyparser.SERVER_OWNED}

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import List, Tuple, Union
 
+from prefork.http.core import NO_BODY_STATUSES  # noqa: F401 - statuses without a body, the core's rule
+
 
 class SharedFd:
     """A descriptor with several users (an open-file cache and the responses in flight):
@@ -124,9 +126,6 @@ class Response:
         if t is FileBody or t is Parts or t is StreamBody:
             self.body.close()
 
-
-# Statuses that never carry a body (RFC 9110 §6.4.1).
-NO_BODY_STATUSES = frozenset({204, 304}) | frozenset(range(100, 200))
 
 
 def error_response(status: int, reason: str, headers: List[Tuple[str, str]] | None = None) -> Response:

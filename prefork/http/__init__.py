@@ -3,6 +3,7 @@ worker) uses, so that keep-alive, framing, limits and error answers live in one 
 Imports no socket, os, asyncio or ssl."""
 
 from prefork.http.core import (  # noqa: F401
-    CHUNKED, CLOSE, CLOSE_DELIMITED, CONTINUE, EXACT, HEAD_ONLY, KEEP, LAST_CHUNK, LINGER, Head,
-    accepts_trailers, after_response, chunk, clean_headers, error_answer, expired, last_chunk, response_head,
+    CHUNKED, CLOSE, CLOSE_DELIMITED, CONTINUE, EXACT, FIRST_BYTE_TIMEOUT, HEAD_ONLY, KEEP, LAST_CHUNK,
+    LINGER, LINGER_SECONDS, SERVER_OWNED, accepts_trailers, after_response, chunk, clean_headers,
+    error_answer, expired, last_chunk, refuse_head, response_head,
 )

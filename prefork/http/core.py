@@ -7,14 +7,22 @@ Drivers own the I/O; this module owns the decisions, so that each rule exists on
   application's fields (already serialized and checked by the parser module's
   `header_block`), then the framing the server alone chooses — no body (HEAD, 1xx, 204,
   304), Content-Length, chunked on HTTP/1.1, or delimited by the close on HTTP/1.0 — and
-  Connection: close / keep-alive.
+  Connection: close / keep-alive. A head the application got wrong is a 500 (`refuse_head`).
+- the body framing: `chunk`, `LAST_CHUNK` / `last_chunk`.
+- 100-continue: the interim answer's bytes (`CONTINUE`); each driver sends it when the
+  request's body is first wanted (epoll: the request's turn; asyncio: the first receive()).
 - the keep-alive decision: the request's own (`Request.keep_alive`), off while the worker
   stops, off for a close-delimited body.
-- what an application may not set (`clean_headers`): the framing and hop-by-hop fields are
-  the server's; a Content-Length it sets is read as its promise of the body's length.
-- error answers (`error_answer`): a protocol error's status, `Connection: close`.
-- which timeout applies to a connection (`expired`).
-- after a response: keep the connection, close it, or linger (`after_response`).
+- what an application may not set (`SERVER_OWNED`, defined once in the pure parser twin,
+  whose `header_block` drops them as the Cython twin's does; `clean_headers` for the ASGI
+  adapter): the framing and hop-by-hop fields are the server's; a Content-Length it sets
+  is read as its promise of the body's length.
+- error answers (`error_answer`): a protocol error's status, `Connection: close`; then the
+  connection lingers (the client may still be sending).
+- which timeout applies to a connection (`expired`): write, body, head, an unfinished
+  PROXY header, idle between requests or before the first byte, and the lingering close.
+- after a response: keep the connection, close it, or linger (`after_response`), and for
+  how long a lingering close reads (`LINGER_SECONDS`).
 - whether a client takes trailer fields (`accepts_trailers`).
 
 Nothing here imports socket, os, asyncio or ssl: tests feed it bytes and read bytes.
@@ -22,9 +30,13 @@ Nothing here imports socket, os, asyncio or ssl: tests feed it bytes and read by
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
+from prefork.http._pyparser import SERVER_OWNED
 from prefork.http.errors import ResponseHeadError
+
+log = logging.getLogger("prefork.error")
 
 # How a response body is framed on the wire.
 HEAD_ONLY, EXACT, CHUNKED, CLOSE_DELIMITED = range(4)
@@ -38,30 +50,25 @@ _CHUNKED_FIELD = "Transfer-Encoding: chunked\r\n"
 # Statuses that never carry a body (RFC 9110 §6.4.1, §15.3.5, §15.4.5).
 NO_BODY_STATUSES = frozenset({204, 304}) | frozenset(range(100, 200))
 
-# Fields only the server writes: framing (RFC 9112 §6) and hop-by-hop fields (RFC 9110
-# §7.6.1). An application that sets them would make the server send two framings.
-SERVER_FIELDS = frozenset({
-    "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
-    "te", "trailer", "upgrade",
-})
+# Fields only the server writes (SERVER_OWNED, from the pure parser twin, which the Cython
+# twin imports too): framing (RFC 9112 §6) and hop-by-hop fields (RFC 9110 §7.6.1). An
+# application that sets them would make the server send two framings.
 
-
-class Head:
-    """A serialized response head and what follows from it: `data` (latin-1 bytes),
-    `mode` (HEAD_ONLY, EXACT, CHUNKED or CLOSE_DELIMITED), `keep` (the connection takes
-    another request after this one)."""
-
-    __slots__ = ("data", "mode", "keep")
-
-    def __init__(self, data: bytes, mode: int, keep: bool) -> None:
-        self.data = data
-        self.mode = mode
-        self.keep = keep
+# A lingering close (after an answer that ends the connection while the client may still
+# be sending) reads and drops for this long at most, so that the close does not reset the
+# answer away before the client has read it.
+LINGER_SECONDS = 2.0
+# A connection that has sent nothing since it connected is closed after
+# min(FIRST_BYTE_TIMEOUT, --header-timeout): it holds a descriptor and asks for nothing.
+FIRST_BYTE_TIMEOUT = 5.0
 
 
 def response_head(method: str, version: str, keep: bool, status_line: str, date_block: str,
-                  block: str, status: int, length: Optional[int]) -> Head:
-    """The head for a response to a `method` request in `version`.
+                  block: str, status: int, length: Optional[int]) -> Tuple[bytes, int, bool]:
+    """The head for a response to a `method` request in `version`, as (data, mode, keep):
+    `data` the latin-1 bytes, `mode` HEAD_ONLY, EXACT, CHUNKED or CLOSE_DELIMITED, `keep`
+    whether the connection takes another request after this one. A plain tuple: this runs
+    once per response on the epoll worker's hot path.
 
     `status_line` and `block` come from the parser module (`status_line(status)`,
     `header_block(fields)`), `date_block` is the worker's "Server: ...\\r\\nDate: ...\\r\\n",
@@ -89,7 +96,14 @@ def response_head(method: str, version: str, keep: bool, status_line: str, date_
         end = _KEEP_ALIVE_END
     else:
         end = "\r\n"
-    return Head((status_line + date_block + block + framing + end).encode("latin-1"), mode, keep)
+    return (status_line + date_block + block + framing + end).encode("latin-1"), mode, keep
+
+
+def refuse_head(method: str, target: str, exc: Exception) -> Tuple[int, str]:
+    """A response head the application got wrong (a bad field, status or Content-Length:
+    ResponseHeadError): logged, and answered 500 instead. Returns (status, reason)."""
+    log.error("refused the response head for %s %s: %s", method, target, exc)
+    return 500, "Internal Server Error"
 
 
 def error_answer(status_line: str, date_block: str, block: str, body: bytes) -> bytes:
@@ -107,7 +121,7 @@ def clean_headers(fields: Iterable[Tuple[str, str]]) -> Tuple[List[Tuple[str, st
     length = None
     for name, value in fields:
         low = name.lower()
-        if low in SERVER_FIELDS:
+        if low in SERVER_OWNED:
             if low == "content-length":
                 v = value.strip()
                 if not v.isdigit() or not v.isascii():
@@ -134,19 +148,29 @@ def last_chunk(trailers: Sequence[Tuple[str, str]] = (), header_block: Optional[
 
 
 def expired(now: float, last_active: float, head_started: float, writing: bool,
-            body_pending: bool, cfg) -> Optional[str]:
-    """Which timeout a connection has run out of, if any: 'write' (a client not reading
-    its answer), 'body' (no body bytes), 'header' (the head not complete in time; answer
-    408), 'keepalive' (idle between requests). `cfg` has write_timeout, body_timeout,
-    header_timeout and keepalive, in seconds."""
+            body_pending: bool, cfg, lingering: bool = False, served: bool = True,
+            proxy_partial: bool = False) -> Optional[str]:
+    """Which timeout a connection has run out of, if any: 'linger' (a lingering close has
+    read long enough: close), 'write' (a client not reading its answer: close), 'body' (no
+    body bytes: 408), 'header' (the head not complete in time: 408), 'proxy' (a PROXY
+    header begun and not completed within the head timeout: close), 'keepalive' (idle
+    between requests, or, `served` false, nothing sent since it connected for
+    min(FIRST_BYTE_TIMEOUT, the head timeout): close). `cfg` has write_timeout,
+    body_timeout, header_timeout and keepalive, in seconds."""
     idle = now - last_active
+    if lingering:
+        return "linger" if idle > LINGER_SECONDS else None
     if writing:
         return "write" if idle > cfg.write_timeout else None
     if body_pending:
         return "body" if idle > cfg.body_timeout else None
     if head_started:
         return "header" if now - head_started > cfg.header_timeout else None
-    return "keepalive" if idle > cfg.keepalive else None
+    if proxy_partial:
+        return "proxy" if idle > cfg.header_timeout else None
+    if idle > cfg.keepalive or not served and idle > min(FIRST_BYTE_TIMEOUT, cfg.header_timeout):
+        return "keepalive"
+    return None
 
 
 # What a connection does once a response has gone out whole.
@@ -161,6 +185,8 @@ def after_response(keep: bool, body_done: bool, queued: bool) -> int:
     still be sending (the rest of a body, pipelined requests)."""
     if keep and body_done:
         return KEEP
+    # (The epoll worker reads a body whole before its handler runs, so it asks only when
+    # `keep` is off: KEEP there is `keep` itself.)
     return LINGER if queued or not body_done else CLOSE
 
 

@@ -1,5 +1,8 @@
 """One client connection: receive buffer → parser → handler → output queue / sendfile.
 
+The HTTP rules (response heads and framing, error answers, chunks, 100 Continue, the
+keep/close/linger decision, timeouts, how long a lingering close lasts) are the sans-I/O
+core's (prefork.http.core), shared with the asyncio worker; this module does the I/O.
 The rules it keeps:
 - Requests on a connection are answered in order. While output is waiting for the socket
   (EPOLLOUT), no new request is handled and nothing more is read: a client that does not
@@ -29,24 +32,24 @@ from collections import deque
 from itertools import islice
 from time import perf_counter
 
+from prefork.http.core import (
+    CHUNKED, CONTINUE, HEAD_ONLY, LAST_CHUNK, LINGER as AFTER_LINGER, after_response, chunk as chunk_of, error_answer,
+    refuse_head, response_head,
+)
 from prefork.http.errors import ParseError, ResponseHeadError
 from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
-from prefork.apps.response import NO_BODY_STATUSES, FileBody, Parts, Response, StreamBody, error_response
+from prefork.apps.response import FileBody, Parts, Response, StreamBody, error_response
 
 log = logging.getLogger("prefork.error")
 
 RECV_SIZE = 65536
 SENDFILE_CHUNK = 1 << 30  # os.sendfile moves at most ~2 GiB a call; ask for 1 GiB
-LINGER_SECONDS = 2.0
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
 SPOOL_THRESHOLD = 1 << 20  # the default of --spool-threshold
 STREAM_BURST = 1 << 20  # bytes one flush pulls from a stream before the loop serves others
 
-CLOSE_END = "Connection: close\r\n\r\n"
-KEEP_ALIVE_END = "Connection: keep-alive\r\n\r\n"
-CHUNKED = "Transfer-Encoding: chunked\r\n"
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# How a StreamBody is framed: exactly `length` bytes, chunked, or delimited by the close.
+# How a StreamBody is framed (its `length`, set by respond()): exactly `length` bytes,
+# chunked (-1), or delimited by the close (None).
 EXACT, CHUNK, UNTIL_CLOSE = range(3)
 _EMPTY = iter(())
 
@@ -352,9 +355,10 @@ class Connection:
             return False
         if not keep:
             self.state = CLOSING
-            # Later pipelined requests are not answered; linger so that the close
-            # does not reset the connection before the client reads this answer.
-            self.linger_on_close = more
+            # Its body was read whole before the handler ran: the core says close, or
+            # linger when later pipelined requests go unanswered (so that the close
+            # does not reset the connection before the client reads this answer).
+            self.linger_on_close = after_response(False, True, more) == AFTER_LINGER
             return False
         return True
 
@@ -368,37 +372,18 @@ class Connection:
                 block = worker.header_block(resp.headers)
             status_line = worker.status_line(resp.status)
         except ResponseHeadError as exc:
-            log.error("refused the response head for %s %s: %s", req.method, req.target, exc)
             _release(resp)
-            resp = error_response(500, "Internal Server Error")
+            resp = error_response(*refuse_head(req.method, req.target, exc))
             block = worker.header_block(resp.headers)
-            status_line = worker.status_line(500)
+            status_line = worker.status_line(resp.status)
         status = resp.status
         body = resp.body
-        size = None
-        if status in NO_BODY_STATUSES:
-            length = ""
-            head_only = True
-        else:
-            head_only = req.method == "HEAD"
-            size = resp.length
-            if size is not None:
-                length = f"Content-Length: {size}\r\n"
-            elif req.version == "HTTP/1.1":
-                length = CHUNKED
-                body.length = -1  # tells the stream to frame chunks
-            else:
-                length = ""
-                if not head_only:
-                    keep = False
-        if not keep:
-            end = CLOSE_END
-        elif req.version == "HTTP/1.0":
-            end = KEEP_ALIVE_END
-        else:
-            end = "\r\n"
-        head = (status_line + worker.date_block + block + length + end).encode("latin-1")
-        worker.by_status[status // 100] += 1
+        size = resp.length
+        head, mode, keep = response_head(req.method, req.version, keep, status_line, worker.date_block,
+                                         block, status, size)
+        head_only = mode == HEAD_ONLY
+        if mode == CHUNKED:
+            body.length = -1  # tells the stream to frame chunks
         if worker.access is not None:
             worker.access(self.client(req)[0] if self.trusted else self.addr, req, status,
                           0 if head_only else size,
@@ -441,9 +426,8 @@ class Connection:
         worker = self.worker
         log.info("%s from %s: %s", error.status, _peer(self.addr), error.detail)
         resp = error_response(error.status, error.reason)
-        head = (worker.status_line(error.status) + worker.date_block + worker.header_block(resp.headers)
-                + f"Content-Length: {len(resp.body)}\r\n" + CLOSE_END).encode("latin-1")
-        self.write(head + resp.body)
+        self.write(error_answer(worker.status_line(error.status), worker.date_block,
+                                worker.header_block(resp.headers), resp.body))
         worker.requests += 1
         worker.by_status[error.status // 100] += 1
         self.state = CLOSING
@@ -545,14 +529,14 @@ class Connection:
             _release(item)
             if mode == CHUNK:
                 item.length = None  # the last chunk goes out once; then nothing
-                return b"0\r\n\r\n"
+                return LAST_CHUNK
             if mode == EXACT and left:
                 raise ValueError(f"the body ended {left} bytes short of its Content-Length")
             return None
         if type(chunk) is not bytes:
             chunk = chunk.encode("utf-8") if type(chunk) is str else bytes(chunk)
         if mode == CHUNK:
-            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+            return chunk_of(chunk)
         if mode == EXACT:
             if len(chunk) >= left:
                 if len(chunk) > left:
@@ -602,7 +586,8 @@ class Connection:
         self.worker.requests += 1
         if self.state != CLOSED:
             self.state = CLOSING
-            self.linger_on_close = True  # the client may send the body anyway
+            # Answered before its body arrived: the client may send it anyway.
+            self.linger_on_close = after_response(False, False, False) == AFTER_LINGER
 
     def linger(self) -> None:
         try:

@@ -39,7 +39,8 @@ from typing import Callable, Dict, List, Optional
 from prefork import __version__
 from prefork.http import parser as parser_choice
 from prefork.config import Config
-from prefork.workers.connection import LINGER, LINGER_SECONDS, OPEN, Connection, _peer
+from prefork.http.core import expired
+from prefork.workers.connection import LINGER, OPEN, Connection, _peer
 from prefork.logs import AccessLog, FloodFilter, error_log_dropped, reset_error_log_count
 from prefork.proxy import TrustedProxies, parse_networks
 from prefork.workers.pool import HandlerPool
@@ -76,7 +77,6 @@ BACKOFF_MIN = 0.1  # seconds without accepting after the first exhausted accept
 BACKOFF_MAX = 1.0  # ...doubling on each one that follows, up to this
 FULL_GRACE = 0.1  # a full worker lets other workers take queued clients this long first
 RECLAIM_BATCH = 32  # at most this many idle connections closed at once to make room
-FIRST_BYTE_TIMEOUT = 5.0  # a connection that sent nothing is closed after min(this, --header-timeout)
 ACCESS_IDLE = 0.05  # seconds without events after which waiting access-log lines are written
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 READ = select.EPOLLIN | select.EPOLLRDHUP
@@ -172,7 +172,6 @@ class Worker:
         self._accept_error = ""  # the last one's reason
         self._accept_logged = 0.0  # when failed accepts were last logged
         self._reclaimed = 0  # idle connections closed to make room, not yet logged
-        self._first_byte_timeout = min(FIRST_BYTE_TIMEOUT, cfg.header_timeout)
         self._set_accepting(True)
         self._update_date(time.time())
         self._beat()
@@ -452,30 +451,30 @@ class Worker:
             if self.access is not None:
                 self.access.reopen()
         cfg = self.cfg
-        first_byte = self._first_byte_timeout
+        # Which timeout applies is the core's rule (prefork.http.core.expired); what to do
+        # about it is ours.
         for conn in list(self.conns.values()):
             if conn.busy:  # its handler is running; a slow handler is not a stalled client
                 continue
-            idle = now - conn.last_active
             state = conn.state
-            if state == LINGER:
-                if idle > LINGER_SECONDS:
-                    conn.close()
-            elif conn.out or state != OPEN:
-                if idle > cfg.write_timeout:  # a client that stopped reading its answer
-                    log.info("closing a connection from %s: not reading for %.0fs",
-                             _peer(conn.addr), idle)
-                    conn.close()
-            elif conn.parser.pending is not None:
-                if idle > cfg.body_timeout:
-                    conn.time_out(f"no body bytes for {idle:.0f}s")
-            elif conn.head_started:
-                if now - conn.head_started > cfg.header_timeout:
-                    conn.time_out(f"request head not complete after {cfg.header_timeout:g}s")
-            elif conn.proxy is not None and conn.proxy and idle > cfg.header_timeout:
-                conn.close()  # a PROXY header that never completes
-            elif idle > cfg.keepalive or not conn.served and idle > first_byte:
+            writing = bool(conn.out) or state != OPEN
+            why = expired(now, conn.last_active, conn.head_started, writing,
+                          not writing and conn.parser.pending is not None, cfg, state == LINGER,
+                          conn.served, bool(conn.proxy))
+            if why is None:
+                continue
+            idle = now - conn.last_active
+            if why == "write":  # a client that stopped reading its answer
+                log.info("closing a connection from %s: not reading for %.0fs", _peer(conn.addr), idle)
+                conn.close()
+            elif why == "body":
+                conn.time_out(f"no body bytes for {idle:.0f}s")
+            elif why == "header":
+                conn.time_out(f"request head not complete after {cfg.header_timeout:g}s")
+            elif why == "keepalive":
                 conn.close_idle()  # idle between requests, or nothing sent since it connected
+            else:  # "linger" over, or a PROXY header that never completes
+                conn.close()
         if self.access is not None:
             self.access.flush()
         if self._accept_errors and now - self._accept_logged >= 1.0:

@@ -18,11 +18,12 @@ from time import perf_counter
 from typing import Optional
 
 from prefork.apps.asgi import request_scope
-from prefork.workers.connection import LINGER_SECONDS, RequestTimeout, _peer
+from prefork.workers.connection import RequestTimeout, _peer
 from prefork.http.errors import ResponseHeadError
 from prefork.http.core import (
-    CHUNKED, CLOSE_DELIMITED, CONTINUE, EXACT, HEAD_ONLY, KEEP, LINGER as AFTER_LINGER, accepts_trailers,
-    after_response, chunk, clean_headers, error_answer, expired, last_chunk, response_head,
+    CHUNKED, CLOSE_DELIMITED, CONTINUE, EXACT, HEAD_ONLY, KEEP, LAST_CHUNK, LINGER as AFTER_LINGER,
+    accepts_trailers, after_response, chunk, clean_headers, error_answer, expired, last_chunk, refuse_head,
+    response_head,
 )
 from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
 from prefork.apps.response import error_response
@@ -442,9 +443,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.worker.header_block(fields)  # checks now, so that a bad field is a 500
                 self.worker.status_line(status)
             except (ResponseHeadError, AttributeError, TypeError, ValueError) as exc:
-                log.error("refused the response head for %s %s: %s", cycle.req.method, cycle.req.target, exc)
-                resp = error_response(500, "Internal Server Error")
-                cycle.head = (500, resp.headers, len(resp.body))
+                resp = error_response(*refuse_head(cycle.req.method, cycle.req.target, exc))
+                cycle.head = (resp.status, resp.headers, len(resp.body))
                 self.start_body(cycle, resp.body, False)
                 return
             cycle.trailers = bool(message.get("trailers", False))
@@ -492,22 +492,22 @@ class HttpProtocol(asyncio.Protocol):
         req = cycle.req
         if length is None and not more and (not cycle.trailers or cycle.trailer_fields is None):
             length = len(body)
-        head = response_head(req.method, req.version, req.keep_alive and not worker.stopping,
-                             worker.status_line(status), worker.date_block, worker.header_block(fields),
-                             status, length)
+        data, mode, keep = response_head(req.method, req.version, req.keep_alive and not worker.stopping,
+                                         worker.status_line(status), worker.date_block,
+                                         worker.header_block(fields), status, length)
         cycle.status = status
-        cycle.mode = head.mode
-        cycle.keep = head.keep
+        cycle.mode = mode
+        cycle.keep = keep
         cycle.length = length
         cycle.left = length if length is not None else 0
         worker.count_answer(status)
-        if head.mode == HEAD_ONLY:
-            self.transport.write(head.data)
+        if mode == HEAD_ONLY:
+            self.transport.write(data)
             cycle.mode = -1  # body messages are dropped until the last
             if not more and not cycle.trailers:
                 self.response_done(cycle)
             return
-        self.transport.write(head.data)
+        self.transport.write(data)
         self.write_body(cycle, body, more)
 
     def write_body(self, cycle: Cycle, body: bytes, more: bool) -> None:
@@ -544,7 +544,7 @@ class HttpProtocol(asyncio.Protocol):
                 if cycle.trailers:
                     cycle.head = None
                     return  # the trailers message ends it
-                t.write(b"0\r\n\r\n")
+                t.write(LAST_CHUNK)
                 self.response_done(cycle)
         elif mode == CLOSE_DELIMITED:
             if body:
@@ -693,22 +693,22 @@ class HttpProtocol(asyncio.Protocol):
         if self.ws is not None:
             self.ws.tick(now, cfg)
             return
-        if self.state == LINGER:
-            if now - self.last_active > LINGER_SECONDS:
-                self.abort()
-            return
         writing = self.write_paused or self.transport.get_write_buffer_size() > 0
         cur = self.current
         body_pending = self.parser is not None and self.parser.pending is not None
-        if cur is not None and not writing:
+        if cur is not None and not writing and self.state != LINGER:
             # The application is running; only a client that stops sending the body it
             # is waiting for is timed out.
             if not (body_pending and cur.waiter is not None):
                 return
-        why = expired(now, self.last_active, self.head_started, writing, body_pending, cfg)
+        why = expired(now, self.last_active, self.head_started, writing, body_pending, cfg,
+                      self.state == LINGER, self.served, bool(self.proxy))
         if why is None:
             return
-        if why == "keepalive" or why == "write" or cur is not None and cur.started:
+        if why == "linger":
+            self.abort()
+            return
+        if why in ("keepalive", "write", "proxy") or cur is not None and cur.started:
             if why == "write":
                 log.info("closing a connection from %s: not reading for %.0fs", _peer(self.addr),
                          now - self.last_active)
