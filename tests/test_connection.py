@@ -228,3 +228,24 @@ def test_no_response_carries_two_framings(parser_name, tmp_path):
                             assert dict(fields)["connection"] == "close", case
                     checked += 1
     assert checked == 4 * 2 * 4 * 6
+
+
+def test_answers_are_counted_by_status_class(pair):
+    """The status record's counts (by status // 100) see every answer: handler answers,
+    the 500 for a refused head, and protocol errors."""
+    def handler(req):
+        if req.path == "/bad":
+            return Response(200, [("X-Evil", "a\r\nb")], b"x")
+        return Response(404 if req.path == "/missing" else 200, [], b"ok")
+
+    worker, conn, client = pair(handler)
+    buf = bytearray()
+    for path in ("/", "/missing", "/bad", "/"):
+        client.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        conn.on_readable()
+        read_response(client, buf=buf)
+    client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nBad Field: 1\r\n\r\n")
+    conn.on_readable()
+    assert read_response(client, buf=buf)[0] == 400
+    assert worker.by_status[2] == 2 and worker.by_status[4] == 2 and worker.by_status[5] == 1
+    assert worker.requests == 5

@@ -27,6 +27,12 @@ class BodyTooLarge(ParseError):
     reason = "Content Too Large"
 
 
+class RequestTimeout(ParseError):
+    """The head or the body did not arrive in time (prefork.http.core.expired)."""
+    status = 408
+    reason = "Request Timeout"
+
+
 class RequestLineTooLong(ParseError):
     status = 414
     reason = "URI Too Long"

@@ -36,7 +36,7 @@ from prefork.http.core import (
     CHUNKED, CONTINUE, HEAD_ONLY, LAST_CHUNK, LINGER as AFTER_LINGER, after_response, chunk as chunk_of, error_answer,
     refuse_head, response_head,
 )
-from prefork.http.errors import ParseError, ResponseHeadError
+from prefork.http.errors import ParseError, RequestTimeout, ResponseHeadError  # noqa: F401
 from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
 from prefork.apps.response import FileBody, Parts, Response, StreamBody, error_response
 
@@ -52,11 +52,6 @@ STREAM_BURST = 1 << 20  # bytes one flush pulls from a stream before the loop se
 # chunked (-1), or delimited by the close (None).
 EXACT, CHUNK, UNTIL_CLOSE = range(3)
 _EMPTY = iter(())
-
-class RequestTimeout(ParseError):
-    status = 408
-    reason = "Request Timeout"
-
 
 class InsufficientStorage(ParseError):
     """No room to keep a request body (the spool folder's disk is full). 507 rather than
@@ -384,6 +379,7 @@ class Connection:
         head_only = mode == HEAD_ONLY
         if mode == CHUNKED:
             body.length = -1  # tells the stream to frame chunks
+        worker.by_status[status // 100] += 1
         if worker.access is not None:
             worker.access(self.client(req)[0] if self.trusted else self.addr, req, status,
                           0 if head_only else size,

@@ -18,8 +18,8 @@ from time import perf_counter
 from typing import Optional
 
 from prefork.apps.asgi import request_scope
-from prefork.workers.connection import RequestTimeout, _peer
-from prefork.http.errors import ResponseHeadError
+from prefork.workers.connection import _peer
+from prefork.http.errors import RequestTimeout, ResponseHeadError
 from prefork.http.core import (
     CHUNKED, CLOSE_DELIMITED, CONTINUE, EXACT, HEAD_ONLY, KEEP, LAST_CHUNK, LINGER as AFTER_LINGER,
     accepts_trailers, after_response, chunk, clean_headers, error_answer, expired, last_chunk, refuse_head,
