@@ -373,7 +373,8 @@ class Connection:
             status_line = worker.status_line(resp.status)
         status = resp.status
         body = resp.body
-        size = resp.length
+        tbody = type(body)
+        size = len(body) if tbody is bytes else resp.length  # Response.length, without its call
         head, mode, keep = response_head(req.method, req.version, keep, status_line, worker.date_block,
                                          block, status, size)
         head_only = mode == HEAD_ONLY
@@ -388,7 +389,6 @@ class Connection:
             _release(resp)
             self.write(head)
             return keep
-        tbody = type(body)
         if tbody is bytes:
             self.write(head + body if body else head)
         elif tbody is FileBody or tbody is Parts:
