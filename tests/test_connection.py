@@ -249,3 +249,23 @@ def test_answers_are_counted_by_status_class(pair):
     assert read_response(client, buf=buf)[0] == 400
     assert worker.by_status[2] == 2 and worker.by_status[4] == 2 and worker.by_status[5] == 1
     assert worker.requests == 5
+
+
+def test_stream_longer_than_its_length_is_cut_and_the_connection_lives(pair, caplog):
+    """The core's fit_length: bytes past a declared length would be read as the next
+    response; they are cut (logged) and the next request is answered normally."""
+    def handler(req):
+        if req.path == "/long":
+            return Response(200, [], StreamBody(iter([b"ab", b"cdef", b"gh"]), 3))
+        return Response(200, [], b"next")
+
+    worker, conn, client = pair(handler)
+    buf = bytearray()
+    with caplog.at_level(logging.ERROR, logger="prefork.error"):
+        client.sendall(b"GET /long HTTP/1.1\r\nHost: t\r\n\r\nGET /n HTTP/1.1\r\nHost: t\r\n\r\n")
+        conn.on_readable()
+        while conn.out:
+            conn.on_writable()
+        assert read_response(client, buf=buf)[::2] == (200, b"abc")
+        assert read_response(client, buf=buf)[::2] == (200, b"next")
+    assert "longer than its Content-Length; cut" in caplog.text and conn.state != CLOSED

@@ -203,3 +203,11 @@ def test_header_block_drops_exactly_server_owned(mod):
         assert (block == "") == (name.lower() in _pyparser.SERVER_OWNED), name
     kept, _ = core.clean_headers([(n, "1") for n in names])
     assert {n for n, _ in kept} == {n for n in names if n.lower() not in _pyparser.SERVER_OWNED}
+
+
+def test_fit_length_cuts_what_passes_the_declared_length(caplog):
+    with caplog.at_level("ERROR", logger="prefork.error"):
+        assert core.fit_length(b"abc", 5) == b"abc"
+        assert not caplog.records
+        assert core.fit_length(b"abcdef", 4, "the body for GET /x") == b"abcd"
+    assert "the body for GET /x is longer than its Content-Length; cut" in caplog.text

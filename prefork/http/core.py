@@ -135,6 +135,16 @@ def clean_headers(fields: Iterable[Tuple[str, str]]) -> Tuple[List[Tuple[str, st
     return kept, length
 
 
+def fit_length(data: bytes, left: int, what: str = "a response body") -> bytes:
+    """What of `data` a body declared `left` bytes long still takes. More than its
+    Content-Length is cut (and logged): the bytes past it would be read as the next
+    response. (A body that ends short closes the connection; each driver does that.)"""
+    if len(data) > left:
+        log.error("%s is longer than its Content-Length; cut", what)
+        return data[:left]
+    return data
+
+
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body (never call it with b"": that is the last chunk)."""
     return b"%x\r\n%b\r\n" % (len(data), data)

@@ -34,7 +34,7 @@ from time import perf_counter
 
 from prefork.http.core import (
     CHUNKED, CONTINUE, HEAD_ONLY, LAST_CHUNK, LINGER as AFTER_LINGER, after_response, chunk as chunk_of, error_answer,
-    refuse_head, response_head,
+    fit_length, refuse_head, response_head,
 )
 from prefork.http.errors import ParseError, RequestTimeout, ResponseHeadError  # noqa: F401
 from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
@@ -535,9 +535,7 @@ class Connection:
             return chunk_of(chunk)
         if mode == EXACT:
             if len(chunk) >= left:
-                if len(chunk) > left:
-                    log.error("a response body is longer than its Content-Length; cut")
-                    chunk = chunk[:left]
+                chunk = fit_length(chunk, left)
                 item.chunks = _EMPTY
                 _release(item)
             item.length = left - len(chunk)

@@ -22,7 +22,8 @@ from prefork.workers.connection import _peer
 from prefork.http.errors import RequestTimeout, ResponseHeadError
 from prefork.http.core import (
     CHUNKED, CLOSE_DELIMITED, CONTINUE, EXACT, HEAD_ONLY, KEEP, LAST_CHUNK, LINGER as AFTER_LINGER,
-    accepts_trailers, after_response, chunk, clean_headers, error_answer, expired, last_chunk, refuse_head,
+    accepts_trailers, after_response, chunk, clean_headers, error_answer, expired, fit_length, last_chunk,
+    refuse_head,
     response_head,
 )
 from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
@@ -519,10 +520,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         if mode == EXACT:
             if body:
-                if len(body) > cycle.left:
-                    log.error("an ASGI response body is longer than its Content-Length (%s %s); cut",
-                              cycle.req.method, cycle.req.target)
-                    body = body[:cycle.left]
+                if len(body) > cycle.left:  # (the label is built only then)
+                    body = fit_length(body, cycle.left, f"the ASGI response body for {cycle.req.method} "
+                                      f"{cycle.req.target}")
                 cycle.left -= len(body)
                 cycle.sent += len(body)
                 t.write(body)
