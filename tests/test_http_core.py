@@ -211,3 +211,12 @@ def test_fit_length_cuts_what_passes_the_declared_length(caplog):
         assert not caplog.records
         assert core.fit_length(b"abcdef", 4, "the body for GET /x") == b"abcd"
     assert "the body for GET /x is longer than its Content-Length; cut" in caplog.text
+
+
+def test_upgrade_head_writes_the_server_owned_fields_itself(mod):
+    """header_block drops Upgrade and Connection from any field list (they are the
+    server's), so a 101 gets them from upgrade_head, after the block."""
+    block = mod.header_block([("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", "k")])
+    data = core.upgrade_head(mod.status_line(101), DATE, block, "websocket")
+    assert data == (b"HTTP/1.1 101 Switching Protocols\r\n" + DATE.encode() + b"Sec-WebSocket-Accept: k\r\n"
+                    b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")

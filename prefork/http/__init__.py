@@ -5,5 +5,5 @@ Imports no socket, os, asyncio or ssl."""
 from prefork.http.core import (  # noqa: F401
     CHUNKED, CLOSE, CLOSE_DELIMITED, CONTINUE, EXACT, FIRST_BYTE_TIMEOUT, HEAD_ONLY, KEEP, LAST_CHUNK,
     LINGER, LINGER_SECONDS, SERVER_OWNED, accepts_trailers, after_response, chunk, clean_headers,
-    error_answer, expired, fit_length, last_chunk, refuse_head, response_head,
+    error_answer, expired, fit_length, last_chunk, refuse_head, response_head, upgrade_head,
 )

@@ -99,6 +99,14 @@ def response_head(method: str, version: str, keep: bool, status_line: str, date_
     return (status_line + date_block + block + framing + end).encode("latin-1"), mode, keep
 
 
+def upgrade_head(status_line: str, date_block: str, block: str, protocol: str) -> bytes:
+    """The head of a 101 (Switching Protocols) to `protocol`. Upgrade and Connection are
+    server-owned fields (`header_block` drops them from `block`, as from any response), so
+    the server writes them here itself, after the block."""
+    return (status_line + date_block + block + f"Upgrade: {protocol}\r\nConnection: Upgrade\r\n\r\n"
+            ).encode("latin-1")
+
+
 def refuse_head(method: str, target: str, exc: Exception) -> Tuple[int, str]:
     """A response head the application got wrong (a bad field, status or Content-Length:
     ResponseHeadError): logged, and answered 500 instead. Returns (status, reason)."""

@@ -24,7 +24,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import RemoteProtocolError
 
 from prefork.http.errors import ResponseHeadError
-from prefork.http.core import clean_headers, error_answer
+from prefork.http.core import clean_headers, error_answer, upgrade_head
 from prefork.apps.response import error_response
 
 log = logging.getLogger("prefork.error")
@@ -186,7 +186,7 @@ class WebSocket:
     def accept(self, subprotocol, headers) -> None:
         worker = self.worker
         accept = base64.b64encode(hashlib.sha1(self.key.encode("ascii") + GUID).digest()).decode("ascii")
-        fields = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept)]
+        fields = [("Sec-WebSocket-Accept", accept)]  # Upgrade, Connection: upgrade_head
         if subprotocol:
             fields.append(("Sec-WebSocket-Protocol", subprotocol))
         extensions = []
@@ -208,7 +208,7 @@ class WebSocket:
         except (ResponseHeadError, AttributeError, TypeError, ValueError) as exc:
             log.error("refused the WebSocket accept headers: %s", exc)
             block = worker.header_block(fields)
-        self.proto.transport.write((worker.status_line(101) + worker.date_block + block + "\r\n").encode("latin-1"))
+        self.proto.transport.write(upgrade_head(worker.status_line(101), worker.date_block, block, "websocket"))
         worker.count_answer(101)
         self.conn = Connection(ConnectionType.SERVER, extensions=extensions)
         self.state = ACCEPTED
