@@ -1,25 +1,38 @@
 """The whole benchmark suite in one command; regenerates bench/RESULTS.md and bench/results.png.
 
-    python bench/run_all.py                  # 10 s per run (about 15 minutes)
+    python bench/run_all.py                  # 10 s per run (about 25 minutes)
     python bench/run_all.py --quick          # 2 s per run: proves the pipeline, measures little
     python bench/run_all.py --profile raw    # also py-spy the worker (raw or speedscope)
     python bench/run_all.py --only hello static-1k --servers prefork-app uvicorn
+    python bench/run_all.py --only asgi      # groups: app, asgi, static, issue12, issue13
+    python bench/run_all.py --only hello-pipelined --record-baseline bench/out/baseline.json
+    python bench/run_all.py --baseline bench/out/baseline.json    # the pipelined target vs that run
 
-Workloads: hello (GET /, 13 bytes), JSON echo (POST /echo, a 0.4 KiB document parsed and
-serialized back), static files of 1 KiB, 64 KiB and 10 MiB; each with keep-alive and with
-`Connection: close` (wrk -H). Servers: prefork-http with the Cython and the pure parser
-(App, WSGI callable, --root for files), gunicorn sync and gthread (WSGI), uvicorn with
-httptools and uvloop (raw ASGI), nginx and the stdlib's ThreadingHTTPServer for files.
-The applications are bench/hello.py. Every answer is checked once before its run.
+Workloads: hello (GET /, 13 bytes), 10 pipelined hellos per write (wrk + pipeline.lua), JSON
+echo (POST /echo, a 0.4 KiB document parsed and serialized back), static files of 1 KiB,
+64 KiB and 10 MiB; each with keep-alive and with `Connection: close` (wrk -H; the pipelined
+row keep-alive only). ASGI (issue 12): the raw ASGI hello (the hello workload), Starlette
+hello, FastAPI JSON, Starlette FileResponse 1 KiB and a WebSocket echo (messages/s, 32
+clients, bench/ws_echo.py), keep-alive. Servers: prefork-http with the Cython and the pure
+parser (App, WSGI callable, ASGI, --root for files; App with --threads 4 and with
+--access-log), bjoern, granian (WSGI, ASGI, static files), uWSGI (--http11-socket),
+gunicorn sync, gthread and asgi, uvicorn with httptools and uvloop, nginx and the stdlib's
+ThreadingHTTPServer for files. The applications are bench/hello.py and bench/asgi_apps.py.
+Every answer is checked once before its runs; a server that does not start or answers
+wrongly is left out with the reason (RESULTS.md lists it) and the run goes on.
 
-One worker each, the server pinned to core 0 and wrk (`-t1 -c32`) to core 1. The scaling
+One worker each, the server pinned to core 0 and wrk (`-t1 -c32`) or the WebSocket client to
+core 1; the client's own CPU is measured, and a row where it used its whole core is marked
+client-bound. The scaling
 rows (prefork-http, 1 then 2 workers) cannot keep them apart on a 2-core machine: server
 and wrk (-t2) share `taskset -c 0,1`, and RESULTS.md says what that measures. Memory: the
 peak of the summed RSS (and PSS) of master and workers, sampled from /proc every 0.25 s,
 and each process's own peak (VmHWM). Also runs bench/parser.py (the parser
 micro-benchmark) when it is present. One run; ratios are taken between figures of this
-run only. Talks to 127.0.0.1 only. Needs wrk and taskset; nginx, gunicorn, uvicorn,
-py-spy and matplotlib for their parts (left out with a note when missing).
+run only, except the pipelined target, which compares with a baseline run (--baseline or
+--pipelined-baseline). Talks to 127.0.0.1 only. Needs wrk and taskset; nginx, the peers,
+py-spy and matplotlib for their parts (left out with a note when missing): bench/setup.sh
+installs them all.
 """
 
 from __future__ import annotations
@@ -673,12 +686,16 @@ def write_results(path: str, data: dict, chart: Optional[str]) -> None:
     w(f"Method: one worker per server; the server is pinned to core {SERVER_CPU} (`taskset -c {SERVER_CPU}`) and "
       f"wrk to core {WRK_CPU} (`wrk -t1 -c{CONNECTIONS} -d{data['duration']}s --latency`, after a 1 s warm-up). "
       "Every server's answer is checked once before its runs. One run, servers one after the other; ratios "
-      "are between figures of this run only. `close` sends `Connection: close` on every request (a new TCP "
+      "are between figures of this run only (the pipelined target compares with a baseline run: "
+      + (", ".join(f"{k} {v:,.0f} req/s" for k, v in sorted((data.get("baseline") or {}).items())) or "none given")
+      + "). bjoern is one process (no workers); uWSGI runs `--http11-socket` (its keep-alive HTTP "
+      "parser in the worker) with a master; granian `--runtime-threads 1`, and serves files under "
+      "/static/ (its static route cannot be /). The ASGI servers use uvloop. `close` sends `Connection: close` on every request (a new TCP "
       "connection per request). gunicorn sync never keeps connections alive, so its keep-alive rows are "
       "close rows too. http.server is the stdlib's ThreadingHTTPServer with SimpleHTTPRequestHandler, "
       "set to HTTP/1.1 (keep-alive), TCP_NODELAY and a listen queue of 1024 (its defaults: HTTP/1.0, "
-      "Nagle on, queue of 5). Latency columns are wrk's p50 and p99 in ms. `wrk CPU` is the CPU time "
-      f"wrk used per second of its run (100% is its core busy); from {CLIENT_BOUND:.0%} up (bold) the load "
+      "Nagle on, queue of 5). Latency columns are wrk's p50 and p99 in ms. `client CPU` is the CPU time "
+      f"wrk (or bench/ws_echo.py) used per second of its run (100% is its core busy); from {CLIENT_BOUND:.0%} up (bold) the load "
       "generator, not the server, set the pace, and the row is a floor for the server, not its speed "
       "(expect this for 10 MiB files, where wrk's reads of the bodies cost as much as the sending).\n")
     for line in data["left_out"]:
