@@ -302,8 +302,8 @@ def machine() -> Dict[str, str]:
         versions["prefork-http"] = prefork.__version__
     except ImportError:
         versions["prefork-http"] = "?"
-    for pkg in ("Cython", "gunicorn", "uvicorn", "httptools", "uvloop", "h11", "locust",
-                "matplotlib"):
+    for pkg in ("Cython", "gunicorn", "uvicorn", "httptools", "uvloop", "h11", "granian", "bjoern", "uWSGI",
+                "starlette", "fastapi", "websockets", "wsproto", "locust", "matplotlib"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -1,25 +1,38 @@
 """The whole benchmark suite in one command; regenerates bench/RESULTS.md and bench/results.png.
 
-    python bench/run_all.py                  # 10 s per run (about 15 minutes)
+    python bench/run_all.py                  # 10 s per run (about 25 minutes)
     python bench/run_all.py --quick          # 2 s per run: proves the pipeline, measures little
     python bench/run_all.py --profile raw    # also py-spy the worker (raw or speedscope)
     python bench/run_all.py --only hello static-1k --servers prefork-app uvicorn
+    python bench/run_all.py --only asgi      # groups: app, asgi, static, issue12, issue13
+    python bench/run_all.py --only hello-pipelined --record-baseline bench/out/baseline.json
+    python bench/run_all.py --baseline bench/out/baseline.json    # the pipelined target vs that run
 
-Workloads: hello (GET /, 13 bytes), JSON echo (POST /echo, a 0.4 KiB document parsed and
-serialized back), static files of 1 KiB, 64 KiB and 10 MiB; each with keep-alive and with
-`Connection: close` (wrk -H). Servers: prefork-http with the Cython and the pure parser
-(App, WSGI callable, --root for files), gunicorn sync and gthread (WSGI), uvicorn with
-httptools and uvloop (raw ASGI), nginx and the stdlib's ThreadingHTTPServer for files.
-The applications are bench/hello.py. Every answer is checked once before its run.
+Workloads: hello (GET /, 13 bytes), 10 pipelined hellos per write (wrk + pipeline.lua), JSON
+echo (POST /echo, a 0.4 KiB document parsed and serialized back), static files of 1 KiB,
+64 KiB and 10 MiB; each with keep-alive and with `Connection: close` (wrk -H; the pipelined
+row keep-alive only). ASGI (issue 12): the raw ASGI hello (the hello workload), Starlette
+hello, FastAPI JSON, Starlette FileResponse 1 KiB and a WebSocket echo (messages/s, 32
+clients, bench/ws_echo.py), keep-alive. Servers: prefork-http with the Cython and the pure
+parser (App, WSGI callable, ASGI, --root for files; App with --threads 4 and with
+--access-log), bjoern, granian (WSGI, ASGI, static files), uWSGI (--http11-socket),
+gunicorn sync, gthread and asgi, uvicorn with httptools and uvloop, nginx and the stdlib's
+ThreadingHTTPServer for files. The applications are bench/hello.py and bench/asgi_apps.py.
+Every answer is checked once before its runs; a server that does not start or answers
+wrongly is left out with the reason (RESULTS.md lists it) and the run goes on.
 
-One worker each, the server pinned to core 0 and wrk (`-t1 -c32`) to core 1. The scaling
+One worker each, the server pinned to core 0 and wrk (`-t1 -c32`) or the WebSocket client to
+core 1; the client's own CPU is measured, and a row where it used its whole core is marked
+client-bound. The scaling
 rows (prefork-http, 1 then 2 workers) cannot keep them apart on a 2-core machine: server
 and wrk (-t2) share `taskset -c 0,1`, and RESULTS.md says what that measures. Memory: the
 peak of the summed RSS (and PSS) of master and workers, sampled from /proc every 0.25 s,
 and each process's own peak (VmHWM). Also runs bench/parser.py (the parser
 micro-benchmark) when it is present. One run; ratios are taken between figures of this
-run only. Talks to 127.0.0.1 only. Needs wrk and taskset; nginx, gunicorn, uvicorn,
-py-spy and matplotlib for their parts (left out with a note when missing).
+run only, except the pipelined target, which compares with a baseline run (--baseline or
+--pipelined-baseline). Talks to 127.0.0.1 only. Needs wrk and taskset; nginx, the peers,
+py-spy and matplotlib for their parts (left out with a note when missing): bench/setup.sh
+installs them all.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,12 +69,30 @@ ECHO_BODY = json.dumps(ECHO_DOC)
 # name → (label, method, path, expected body or None for a file, size for files)
 WORKLOADS = {
     "hello": ("hello, GET / (13 B)", "GET", "/", b"Hello, World!", 0),
+    "hello-pipelined": ("hello, 10 pipelined requests per write", "GET", "/", b"Hello, World!", 0),
     "echo": ("JSON echo, POST /echo (%d B)" % len(ECHO_BODY), "POST", "/echo", None, 0),
+    "starlette-hello": ("Starlette hello, GET /starlette (13 B)", "GET", "/starlette", b"Hello, World!", 0),
+    "fastapi-json": ("FastAPI JSON, GET /fastapi", "GET", "/fastapi", None, 0),
+    "starlette-file-1k": ("Starlette FileResponse 1 KiB, GET /file", "GET", "/file", None, 0),
+    "ws-echo": ("WebSocket echo, 32 B messages, %d clients (messages/s)" % CONNECTIONS, "WS", "/ws", None, 0),
     "static-1k": ("static 1 KiB", "GET", "/1024.bin", None, 1024),
     "static-64k": ("static 64 KiB", "GET", "/65536.bin", None, 64 * 1024),
     "static-10m": ("static 10 MiB", "GET", "/10485760.bin", None, 10 * 1024 * 1024),
 }
 MODES = {"keep-alive": [], "close": ["-H", "Connection: close"]}
+# workloads run with keep-alive only (the rest: keep-alive and close)
+KEEP_ALIVE_ONLY = {"hello-pipelined", "starlette-hello", "fastapi-json", "starlette-file-1k", "ws-echo"}
+PIPELINE_DEPTH = 10
+FASTAPI_ANSWER = {"message": "Hello, World!"}
+# the classic wrk pipeline script: PIPELINE_DEPTH requests in one write
+PIPELINE_LUA = """\
+init = function(args)
+   local r = {}
+   for i = 1, %d do r[i] = wrk.format() end
+   req = table.concat(r)
+end
+request = function() return req end
+""" % PIPELINE_DEPTH
 
 STDLIB_SERVER = """\
 import functools, http.server, sys
@@ -78,12 +110,20 @@ Server(("127.0.0.1", int(sys.argv[1])), functools.partial(Handler, directory=sys
 # ---------------------------------------------------------------------------- servers
 
 class Setup:
-    """One server configuration: how to start it and which workloads it serves."""
+    """One server configuration: how to start it and which workloads it serves.
+
+    `apps` maps a workload to the application the server must be started with for it
+    (ctx["app"]; the ASGI servers serve the raw hello, Starlette and FastAPI apps): the
+    server is started once per application. `prefix` goes before the path of the static
+    workloads (granian serves files under a route of its own). `check` returns why the
+    setup cannot run here ("" when it can)."""
 
     def __init__(self, name: str, workloads, start, needs=(), parser: Optional[str] = None,
-                 family: str = "") -> None:
+                 family: str = "", apps: Optional[Dict[str, str]] = None, prefix: str = "",
+                 check=None) -> None:
         self.name, self.workloads, self._start, self.needs = name, tuple(workloads), start, needs
         self.parser, self.family = parser, family or name
+        self.apps, self.prefix, self.check = apps or {}, prefix, check
 
     def why_not(self, cython: bool) -> str:
         if self.parser == "cython" and not cython:
@@ -91,7 +131,7 @@ class Setup:
         for tool in self.needs:
             if not (os.path.exists(tool) if os.sep in tool else shutil.which(tool)):
                 return f"{os.path.basename(tool)} is not installed"
-        return ""
+        return self.check() if self.check else ""
 
     def start(self, ctx: dict, cpu: str, workers: int = 1) -> ServerProc:
         return self._start(ctx, cpu, workers)
@@ -107,18 +147,55 @@ def _prefork(parser: str, *args: str):
 def _gunicorn(worker_class: str):
     def start(ctx, cpu, workers):
         port = free_port()
-        extra = ["--threads", "4"] if worker_class == "gthread" else []
+        extra = {"gthread": ["--threads", "4"], "asgi": ["--asgi-loop", "uvloop"]}.get(worker_class, [])
         return start_process([os.path.join(BIN, "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                              "-k", worker_class, *extra, "--log-level", "warning", "--chdir", BENCH, "hello:wsgi"],
-                             port, cpu, env=ctx["env"])
+                              "-k", worker_class, *extra, "--log-level", "warning", "--chdir", BENCH,
+                              ctx.get("app") or "hello:wsgi"], port, cpu, env=ctx["env"], probe=ctx["probe"])
     return start
 
 
 def _uvicorn(ctx, cpu, workers):
     port = free_port()
     return start_process([os.path.join(BIN, "uvicorn"), "--host", "127.0.0.1", "--port", str(port),
-                          "--workers", str(workers), "--http", "httptools", "--loop", "uvloop", "--no-access-log",
-                          "--log-level", "warning", "--app-dir", BENCH, "hello:asgi"], port, cpu, env=ctx["env"])
+                          "--workers", str(workers), "--http", "httptools", "--loop", "uvloop", "--ws", "websockets",
+                          "--no-access-log", "--log-level", "warning", "--app-dir", BENCH,
+                          ctx.get("app") or "hello:asgi"], port, cpu, env=ctx["env"], probe=ctx["probe"])
+
+
+def _granian(interface: str, static: bool = False):
+    def start(ctx, cpu, workers):
+        port = free_port()
+        extra = ["--loop", "uvloop"] if interface == "asgi" else []
+        if static:
+            extra += ["--static-path-route", "/static", "--static-path-mount", ctx["www"]]
+        return start_process([os.path.join(BIN, "granian"), "--interface", interface, "--host", "127.0.0.1",
+                              "--port", str(port), "--workers", str(workers), "--runtime-threads", "1", *extra,
+                              "--no-access-log", "--log-level", "warning", "--working-dir", BENCH,
+                              ctx.get("app") or ("hello:asgi" if interface == "asgi" else "hello:wsgi")],
+                             port, cpu, env=ctx["env"], probe=ctx["probe"])
+    return start
+
+
+BJOERN_SERVER = """\
+import sys, bjoern, hello
+bjoern.run(hello.wsgi, "127.0.0.1", int(sys.argv[1]))
+"""
+
+
+def _bjoern(ctx, cpu, workers):
+    # bjoern has no workers of its own: one process, the WSGI callable of bench/hello.py
+    port = free_port()
+    return start_process([PY, "-c", BJOERN_SERVER, str(port)], port, cpu, env=ctx["env"], probe=ctx["probe"])
+
+
+def _uwsgi(ctx, cpu, workers):
+    # --http11-socket: uWSGI's own HTTP/1.1 (keep-alive) parser in the worker, no router
+    # process; --die-on-term: TERM stops it (uWSGI's master reloads on TERM by default)
+    port = free_port()
+    return start_process([os.path.join(BIN, "uwsgi"), "--http11-socket", f"127.0.0.1:{port}", "--master",
+                          "--die-on-term", "--need-app", "--processes", str(workers), "--disable-logging",
+                          "--chdir", BENCH, "--wsgi-file", os.path.join(BENCH, "hello.py"), "--callable", "wsgi"],
+                         port, cpu, env=ctx["env"], probe=ctx["probe"])
 
 
 def _nginx(ctx, cpu, workers):
@@ -135,36 +212,96 @@ def _stdlib(ctx, cpu, workers):
     return start_process([PY, "-c", STDLIB_SERVER, str(port), ctx["www"]], port, cpu, probe="/1024.bin")
 
 
+def _importable(module: str, hint: str):
+    def check():
+        import importlib.util
+        return "" if importlib.util.find_spec(module) else f"{module} is not installed ({hint})"
+    return check
+
+
+def _gunicorn_asgi_check() -> str:
+    # gunicorn's own ASGI worker (-k asgi) came with gunicorn 24
+    try:
+        from gunicorn.workers import SUPPORTED_WORKERS
+    except ImportError:
+        return "gunicorn is not installed"
+    return "" if "asgi" in SUPPORTED_WORKERS else "this gunicorn has no asgi worker class (it needs gunicorn >= 24)"
+
+
 APP_WORKLOADS = ("hello", "echo")
+PIPELINED = APP_WORKLOADS + ("hello-pipelined",)
 STATIC_WORKLOADS = ("static-1k", "static-64k", "static-10m")
+ASGI_APPS = {"hello": "hello:asgi", "echo": "hello:asgi", "starlette-hello": "asgi_apps:starlette",
+             "fastapi-json": "asgi_apps:fastapi", "starlette-file-1k": "asgi_apps:starlette",
+             "ws-echo": "asgi_apps:starlette"}
+ASGI_WORKLOADS = tuple(ASGI_APPS)
+ASGI_NEEDS = _importable("starlette", "pip install -e '.[bench]'")
+GUNICORN, UVICORN, GRANIAN, UWSGI = (os.path.join(BIN, n) for n in ("gunicorn", "uvicorn", "granian", "uwsgi"))
 SETUPS = [
-    Setup("prefork-app cython", APP_WORKLOADS, _prefork("cython", "--chdir", "{bench}", "hello:app"),
+    Setup("prefork-app cython", PIPELINED, _prefork("cython", "--chdir", "{bench}", "hello:app"),
           parser="cython", family="prefork-app"),
-    Setup("prefork-app python", APP_WORKLOADS, _prefork("python", "--chdir", "{bench}", "hello:app"),
+    Setup("prefork-app python", PIPELINED, _prefork("python", "--chdir", "{bench}", "hello:app"),
           parser="python", family="prefork-app"),
-    Setup("prefork-wsgi cython", APP_WORKLOADS, _prefork("cython", "--chdir", "{bench}", "hello:wsgi"),
+    Setup("prefork-wsgi cython", PIPELINED, _prefork("cython", "--chdir", "{bench}", "hello:wsgi"),
           parser="cython", family="prefork-wsgi"),
-    Setup("prefork-wsgi python", APP_WORKLOADS, _prefork("python", "--chdir", "{bench}", "hello:wsgi"),
+    Setup("prefork-wsgi python", PIPELINED, _prefork("python", "--chdir", "{bench}", "hello:wsgi"),
           parser="python", family="prefork-wsgi"),
-    Setup("gunicorn sync", APP_WORKLOADS, _gunicorn("sync"), needs=(os.path.join(BIN, "gunicorn"),)),
-    Setup("gunicorn gthread", APP_WORKLOADS, _gunicorn("gthread"), needs=(os.path.join(BIN, "gunicorn"),)),
-    Setup("uvicorn httptools", APP_WORKLOADS, _uvicorn, needs=(os.path.join(BIN, "uvicorn"),)),
+    # issue 13: the thread pool and the access log, against the plain prefork-app rows above
+    Setup("prefork-app cython --threads 4", ("hello",), _prefork("cython", "--threads", "4", "--chdir", "{bench}",
+                                                                 "hello:app"), parser="cython", family="prefork-app"),
+    Setup("prefork-app cython --access-log", ("hello",),
+          _prefork("cython", "--access-log", "{tmp}/access.log", "--chdir", "{bench}", "hello:app"),
+          parser="cython", family="prefork-app"),
+    Setup("prefork-asgi cython", ASGI_WORKLOADS,
+          _prefork("cython", "--interface", "asgi", "--loop", "auto", "--chdir", "{bench}", "{app}"),
+          parser="cython", family="prefork-asgi", apps=ASGI_APPS, check=ASGI_NEEDS),
+    Setup("prefork-asgi python", ASGI_WORKLOADS,
+          _prefork("python", "--interface", "asgi", "--loop", "auto", "--chdir", "{bench}", "{app}"),
+          parser="python", family="prefork-asgi", apps=ASGI_APPS, check=ASGI_NEEDS),
+    Setup("bjoern", PIPELINED, _bjoern, check=_importable("bjoern", "needs libev-dev to build: bench/setup.sh")),
+    Setup("granian wsgi", PIPELINED, _granian("wsgi"), needs=(GRANIAN,)),
+    Setup("uwsgi", APP_WORKLOADS, _uwsgi, needs=(UWSGI,)),
+    Setup("gunicorn sync", APP_WORKLOADS, _gunicorn("sync"), needs=(GUNICORN,)),
+    Setup("gunicorn gthread", APP_WORKLOADS, _gunicorn("gthread"), needs=(GUNICORN,)),
+    Setup("uvicorn httptools", ASGI_WORKLOADS, _uvicorn, needs=(UVICORN,), apps=ASGI_APPS, check=ASGI_NEEDS),
+    Setup("granian asgi", ASGI_WORKLOADS, _granian("asgi"), needs=(GRANIAN,), apps=ASGI_APPS, check=ASGI_NEEDS),
+    Setup("gunicorn asgi", ASGI_WORKLOADS, _gunicorn("asgi"), needs=(GUNICORN,), apps=ASGI_APPS,
+          check=lambda: _gunicorn_asgi_check() or ASGI_NEEDS()),
     Setup("prefork-static cython", STATIC_WORKLOADS, _prefork("cython", "--root", "{www}"),
           parser="cython", family="prefork-static"),
     Setup("prefork-static python", STATIC_WORKLOADS, _prefork("python", "--root", "{www}"),
           parser="python", family="prefork-static"),
     Setup("nginx", STATIC_WORKLOADS, _nginx, needs=("nginx",)),
+    Setup("granian static", STATIC_WORKLOADS, _granian("wsgi", static=True), needs=(GRANIAN,), prefix="/static"),
     Setup("http.server", STATIC_WORKLOADS, _stdlib),
 ]
-PEERS = ("gunicorn sync", "gunicorn gthread", "uvicorn httptools", "nginx", "http.server")
+# the "vs" columns of each table: the peers, by kind of workload (rows show every server)
+APP_PEERS = ("gunicorn gthread", "uvicorn httptools", "granian wsgi", "bjoern", "granian asgi")
+ASGI_PEERS = ("uvicorn httptools", "granian asgi", "gunicorn asgi")
+STATIC_PEERS = ("nginx", "granian static", "http.server")
+PEERS = {"hello": APP_PEERS, "hello-pipelined": APP_PEERS, "echo": APP_PEERS,
+         **{w: ASGI_PEERS for w in ASGI_WORKLOADS if w not in APP_WORKLOADS},
+         **{w: STATIC_PEERS for w in STATIC_WORKLOADS}}
+
+
+# --only accepts these names for sets of workloads
+GROUPS = {"app": list(PIPELINED), "asgi": list(ASGI_WORKLOADS), "static": list(STATIC_WORKLOADS),
+          "issue12": list(ASGI_WORKLOADS), "issue13": ["hello", "hello-pipelined", *STATIC_WORKLOADS]}
 
 
 # ---------------------------------------------------------------------------- one run
 
-def check_answer(url: str, workload: str, files: Dict[str, bytes]) -> None:
-    """One request through http.client: the server must give the right answer before
-    its speed means anything."""
+def check_answer(url: str, workload: str, files: Dict[str, bytes], prefix: str = "") -> None:
+    """One request through http.client (or the `websockets` client, or 10 pipelined
+    requests on a raw socket): the server must give the right answer before its speed
+    means anything."""
     _, method, path, expected, _ = WORKLOADS[workload]
+    if workload == "ws-echo":
+        return check_ws(url.replace("http://", "ws://") + path)
+    if workload == "hello-pipelined":
+        return check_pipelined(url, path, expected)
+    if workload in STATIC_WORKLOADS:
+        path = prefix + path
     host, port = url.split("//", 1)[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
@@ -176,36 +313,129 @@ def check_answer(url: str, workload: str, files: Dict[str, bytes]) -> None:
         conn.close()
     if workload == "echo":
         ok = resp.status == 200 and json.loads(got) == {"echo": ECHO_DOC}
+    elif workload == "fastapi-json":
+        ok = resp.status == 200 and json.loads(got) == FASTAPI_ANSWER
+    elif workload == "starlette-file-1k":
+        ok = resp.status == 200 and got == files["/1024.bin"]
     elif expected is not None:
         ok = resp.status == 200 and got == expected
     else:
-        ok = resp.status == 200 and got == files[path]
+        ok = resp.status == 200 and got == files[WORKLOADS[workload][2]]
     if not ok:
         raise RuntimeError(f"{url}{path}: wrong answer {resp.status} {got[:80]!r}")
 
 
-def run_setup(setup: Setup, workloads, ctx: dict, args, results: list, memory: dict, commands: list) -> None:
-    server = setup.start(ctx, SERVER_CPU)
-    commands.append(("server", setup.name, " ".join(server.cmd)))
+def check_pipelined(url: str, path: str, expected: bytes) -> None:
+    """PIPELINE_DEPTH requests in one write; all their answers must come back, in order."""
+    host, port = url.split("//", 1)[1].split(":")
+    one = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(one * PIPELINE_DEPTH)
+        s.settimeout(5)
+        got = b""
+        try:
+            while got.count(expected) < PIPELINE_DEPTH:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except socket.timeout:  # e.g. a server that answers only the first request of a read
+            pass
+    if got.count(b" 200 ") != PIPELINE_DEPTH or got.count(expected) != PIPELINE_DEPTH:
+        raise RuntimeError(f"{url}{path}: {PIPELINE_DEPTH} pipelined requests got {got.count(b' 200 ')} "
+                           f"200 answers: {got[:160]!r}")
+
+
+def check_ws(url: str) -> None:
+    """A text and a binary message through the `websockets` library's client."""
+    from websockets.sync.client import connect
+    with connect(url, open_timeout=10, close_timeout=5) as ws:
+        for message in ("check", b"\x00\x01check"):
+            ws.send(message)
+            got = ws.recv(timeout=10)
+            if got != message:
+                raise RuntimeError(f"{url}: sent {message!r}, the echo was {got!r}")
+
+
+def ws_echo(url: str, cpu: str, duration: float, connections: int) -> dict:
+    """bench/ws_echo.py pinned like wrk; the same fields as common.wrk (rps is messages/s;
+    client_cpu is the client's own CPU per second of its measured window)."""
+    cmd = ["taskset", "-c", cpu, PY, os.path.join(BENCH, "ws_echo.py"), url, "--connections", str(connections),
+           "--duration", str(duration)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     try:
-        with MemorySampler(server.pid) as mem:
-            for workload in workloads:
-                check_answer(server.url, workload, ctx["files"])
-                for mode, extra in MODES.items():
-                    url = server.url + WORKLOADS[workload][2]
-                    script = ctx["echo_lua"] if workload == "echo" else None
-                    wrk(url, WRK_CPU, 1, CONNECTIONS, extra, script)  # warm-up
-                    r = wrk(url, WRK_CPU, args.duration, CONNECTIONS, extra, script)
-                    commands.append(("wrk", f"{setup.name} {workload} {mode}", " ".join(r["cmd"])))
-                    r.update(server=setup.name, family=setup.family, parser=setup.parser, workload=workload,
-                             mode=mode, workers=1)
-                    results.append(r)
-                    print(f"  {setup.name:24} {workload:11} {mode:10} {r['rps']:>10,.0f} req/s"
-                          f"{'  errors: ' + r['errors'] if r['errors'] else ''}"
-                          f"{'  non-2xx: %d' % r['non2xx'] if r['non2xx'] else ''}", flush=True)
-        memory[setup.name] = mem.summary()
-    finally:
-        server.stop()
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"ws_echo.py printed no result (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return {"rps": out["mps"], "errors": "; ".join(out["errors"]) if out["n_errors"] else "", "non2xx": 0,
+            "latency": "", "p50": None, "p99": None, "client_cpu": out["client_cpu"],
+            "cmd": ["taskset", "-c", cpu, "python", "bench/ws_echo.py", *cmd[5:]]}
+
+
+def run_setup(setup: Setup, workloads, ctx: dict, args, results: list, memory: dict, commands: list) -> None:
+    # one server per application: the ASGI servers serve the raw, Starlette and FastAPI apps
+    groups: Dict[str, list] = {}
+    for workload in workloads:
+        groups.setdefault(setup.apps.get(workload, ""), []).append(workload)
+    for app, group in groups.items():
+        first = group[0]
+        probe = "/starlette" if first == "ws-echo" else setup.prefix * (first in STATIC_WORKLOADS) + WORKLOADS[first][2]
+        try:
+            server = setup.start(dict(ctx, app=app, probe=probe), SERVER_CPU)
+        except RuntimeError as exc:
+            _leave_out(ctx, f"{setup.name} ({', '.join(group)})", f"did not start: {str(exc).strip()[-300:]}")
+            continue
+        commands.append(("server", setup.name + (f" ({app})" if app else ""), " ".join(server.cmd)))
+        try:
+            with MemorySampler(server.pid) as mem:
+                for workload in group:
+                    run_workload(setup, server, workload, ctx, args, results, commands)
+            summary = mem.summary()
+            if setup.name in memory:  # the peak over the server's applications
+                old = memory[setup.name]
+                summary = {k: (max(v, old[k]) if isinstance(v, int) else (v if sum(v) >= sum(old[k]) else old[k]))
+                           for k, v in summary.items()}
+            memory[setup.name] = summary
+        finally:
+            server.stop()
+
+
+def _leave_out(ctx: dict, what: str, why: str) -> None:
+    why = " ".join(why.split())[:400]
+    print(f"note: {what} left out: {why}", file=sys.stderr, flush=True)
+    ctx["left_out"].append(f"{what}: {why}")
+
+
+def run_workload(setup: Setup, server: ServerProc, workload: str, ctx: dict, args, results: list,
+                 commands: list) -> None:
+    try:
+        check_answer(server.url, workload, ctx["files"], setup.prefix)
+    except Exception as exc:  # a wrong answer leaves the row out; the run goes on
+        _leave_out(ctx, f"{setup.name} {workload}", f"wrong answer: {type(exc).__name__}: {exc}")
+        return
+    for mode, extra in MODES.items():
+        if mode != "keep-alive" and workload in KEEP_ALIVE_ONLY:
+            continue
+        path = WORKLOADS[workload][2]
+        if workload == "ws-echo":
+            url = server.url.replace("http://", "ws://") + path
+            ws_echo(url, WRK_CPU, 1, CONNECTIONS)  # warm-up
+            r = ws_echo(url, WRK_CPU, args.duration, CONNECTIONS)
+            commands.append(("client", f"{setup.name} {workload}", " ".join(r["cmd"])))
+        else:
+            url = server.url + setup.prefix * (workload in STATIC_WORKLOADS) + path
+            script = {"echo": ctx["echo_lua"], "hello-pipelined": ctx["pipeline_lua"]}.get(workload)
+            wrk(url, WRK_CPU, 1, CONNECTIONS, extra, script)  # warm-up
+            r = wrk(url, WRK_CPU, args.duration, CONNECTIONS, extra, script)
+            commands.append(("wrk", f"{setup.name} {workload} {mode}", " ".join(r["cmd"])))
+        r.update(server=setup.name, family=setup.family, parser=setup.parser, workload=workload,
+                 mode=mode, workers=1)
+        results.append(r)
+        unit = "msg/s" if workload == "ws-echo" else "req/s"
+        print(f"  {setup.name:32} {workload:17} {mode:10} {r['rps']:>10,.0f} {unit}"
+              f"  client CPU {r['client_cpu']:.0%}"
+              f"{'  errors: ' + r['errors'] if r['errors'] else ''}"
+              f"{'  non-2xx: %d' % r['non2xx'] if r['non2xx'] else ''}", flush=True)
 
 
 def run_scaling(setups: List[Setup], ctx: dict, args, scaling: list, commands: list) -> None:
@@ -334,35 +564,90 @@ def _get(results, server, workload, mode="keep-alive"):
     return None
 
 
-def targets(results, scaling, cython: bool) -> List[tuple]:
-    """(target, measured, verdict) rows: MET, MISSED or NOT MEASURED."""
+def baseline_from(args) -> Dict[str, float]:
+    """The pipelined baseline: {server: req/s} from an earlier run's JSON (--baseline) and/or
+    figures given on the command line (--pipelined-baseline app=N wsgi=N)."""
+    base: Dict[str, float] = {}
+    if args.baseline:
+        with open(args.baseline) as f:
+            old = json.load(f)
+        for r in old["results"]:
+            if r["workload"] == "hello-pipelined" and r["mode"] == "keep-alive":
+                base[r["server"]] = r["rps"]
+    for item in args.pipelined_baseline or ():
+        kind, _, rps = item.partition("=")
+        for parser in ("cython", "python"):
+            base[f"prefork-{kind} {parser}"] = float(rps)
+    return base
+
+
+def targets(results, scaling, cython: bool, baseline: Optional[Dict[str, float]] = None) -> List[tuple]:
+    """(target, measured, verdict) rows: MET, MISSED, NO VERDICT (client-bound) or NOT MEASURED."""
     p = "cython" if cython else "python"
     note = "" if cython else " (pure parser: the Cython twin is not built, the target is for Cython)"
     rows = []
 
-    def ratio_row(label, num, den, workload, goal, pct=False):
-        a, b = _get(results, num, workload), _get(results, den, workload)
-        if not a or not b:
-            rows.append((label, "not measured (a server is missing)", "NOT MEASURED"))
-            return
+    def verdict_row(label, num, a, b, goal, shown_x=None, met=None):
         x = a["rps"] / b["rps"]
-        shown = f"{x:.0%}" if pct else f"{x:.2f}x"
+        shown = shown_x(x) if shown_x else f"{x:.2f}x"
         bound = [r["server"] for r in (a, b) if (r.get("client_cpu") or 0) >= CLIENT_BOUND]
         if bound:
-            shown += f"; wrk used its whole core for {' and '.join(bound)}: client-bound, not a verdict on the server"
-        verdict = "MET" if x >= goal else "MISSED"
+            shown += f"; the client used its whole core for {' and '.join(bound)}: client-bound, not a verdict on the server"
+        verdict = "MET" if (met(x) if met else x >= goal) else "MISSED"
         if bound:
             verdict = "NO VERDICT (client-bound)"
-        rows.append((label + note if num.endswith(p) else label,
-                     f"{a['rps']:,.0f} / {b['rps']:,.0f} req/s = {shown}", verdict))
+        rows.append((label + note if num.endswith(p) or f" {p} " in num else label,
+                     f"{a['rps']:,.0f} / {b['rps']:,.0f} {'msg' if a['workload'] == 'ws-echo' else 'req'}/s = {shown}",
+                     verdict))
 
-    ratio_row("hello (App) keep-alive, 1 worker ≥ 4× gunicorn gthread", f"prefork-app {p}", "gunicorn gthread",
-              "hello", 4.0)
-    ratio_row("hello (App) keep-alive, 1 worker ≥ 1.0× uvicorn+httptools", f"prefork-app {p}",
-              "uvicorn httptools", "hello", 1.0)
-    ratio_row("hello (WSGI) keep-alive ≥ 3× gunicorn gthread", f"prefork-wsgi {p}", "gunicorn gthread", "hello", 3.0)
-    ratio_row("static 1 KiB keep-alive ≥ 40% of nginx", f"prefork-static {p}", "nginx", "static-1k", 0.40, pct=True)
-    ratio_row("static 10 MiB keep-alive ≥ 90% of nginx", f"prefork-static {p}", "nginx", "static-10m", 0.90, pct=True)
+    def ratio_row(label, num, den, workload, goal, pct=False, mode="keep-alive"):
+        a, b = _get(results, num, workload, mode), _get(results, den, workload, mode)
+        if not a or not b:
+            missing = " and ".join(n for n, r in ((num, a), (den, b)) if not r)
+            rows.append((label, f"not measured ({missing}: not run or left out)", "NOT MEASURED"))
+            return
+        verdict_row(label, num, a, b, goal, (lambda x: f"{x:.0%}") if pct else None)
+
+    app, wsgi, asgi, static = f"prefork-app {p}", f"prefork-wsgi {p}", f"prefork-asgi {p}", f"prefork-static {p}"
+    ratio_row("hello (App) keep-alive, 1 worker ≥ 4× gunicorn gthread", app, "gunicorn gthread", "hello", 4.0)
+    ratio_row("hello (App) keep-alive, 1 worker ≥ 1.0× uvicorn+httptools", app, "uvicorn httptools", "hello", 1.0)
+    ratio_row("hello (WSGI) keep-alive ≥ 3× gunicorn gthread", wsgi, "gunicorn gthread", "hello", 3.0)
+    # issue 12: ASGI
+    ratio_row("#12 raw ASGI hello keep-alive ≥ 1.5× uvicorn+httptools", asgi, "uvicorn httptools", "hello", 1.5)
+    ratio_row("#12 raw ASGI hello keep-alive ≥ 1.5× granian ASGI", asgi, "granian asgi", "hello", 1.5)
+    ratio_row("#12 Starlette FileResponse 1 KiB ≥ 3× uvicorn+httptools", asgi, "uvicorn httptools",
+              "starlette-file-1k", 3.0)
+    ratio_row("#12 WebSocket echo (messages/s, 32 clients) ≥ 1.3× uvicorn+httptools", asgi, "uvicorn httptools",
+              "ws-echo", 1.3)
+    # issue 13: the C and Rust servers as the bar
+    ratio_row("#13 hello (App) keep-alive ≥ 1.0× bjoern", app, "bjoern", "hello", 1.0)
+    ratio_row("#13 hello (App) keep-alive ≥ 1.5× granian WSGI", app, "granian wsgi", "hello", 1.5)
+    ratio_row("#13 hello (WSGI) keep-alive ≥ 1.2× granian WSGI", wsgi, "granian wsgi", "hello", 1.2)
+    ratio_row("#13 hello (WSGI) keep-alive ≥ 0.8× bjoern", wsgi, "bjoern", "hello", 0.8)
+    ratio_row("#13 hello (App) Connection: close ≥ 1.1× granian WSGI", app, "granian wsgi", "hello", 1.1,
+              mode="close")
+    ratio_row("#13 hello (WSGI) Connection: close ≥ 0.9× granian WSGI", wsgi, "granian wsgi", "hello", 0.9,
+              mode="close")
+    ratio_row("#13 static 1 KiB keep-alive ≥ 80% of nginx", static, "nginx", "static-1k", 0.80, pct=True)
+    ratio_row("#13 static 64 KiB keep-alive ≥ 100% of nginx", static, "nginx", "static-64k", 1.0, pct=True)
+    ratio_row("#13 static 10 MiB keep-alive ≥ 100% of nginx", static, "nginx", "static-10m", 1.0, pct=True)
+    for num in (app, wsgi):
+        label = f"#13 {PIPELINE_DEPTH} pipelined hello requests per write ({num}) ≥ 2× the baseline run"
+        now = _get(results, num, "hello-pipelined")
+        if not now:
+            rows.append((label, "not measured (no pipelined row in this run)", "NOT MEASURED"))
+        elif not baseline or num not in baseline:
+            rows.append((label, f"{now['rps']:,.0f} req/s; no baseline (give --baseline RUN.json or "
+                                "--pipelined-baseline app=N wsgi=N)", "NOT MEASURED"))
+        else:
+            verdict_row(label, num, now, {"rps": baseline[num], "server": "baseline"}, 2.0)
+    ratio_row("#13 hello (App) keep-alive --threads 4 ≥ 0.7× --threads 1", f"{app} --threads 4", app, "hello", 0.7)
+    on, off = _get(results, f"{app} --access-log", "hello"), _get(results, app, "hello")
+    label = "#13 access log to a file costs < 15% (hello App keep-alive, --access-log vs off)"
+    if on and off:
+        verdict_row(label, app, on, off, 0.0, shown_x=lambda x: f"cost {1 - x:.0%}", met=lambda x: 1 - x < 0.15)
+    else:
+        rows.append((label, "not measured (a row is missing)", "NOT MEASURED"))
     for workload in sorted({s["workload"] for s in scaling}):
         one = next((s for s in scaling if s["workload"] == workload and s["workers"] == 1), None)
         two = next((s for s in scaling if s["workload"] == workload and s["workers"] == 2), None)
@@ -405,12 +690,16 @@ def write_results(path: str, data: dict, chart: Optional[str]) -> None:
     w(f"Method: one worker per server; the server is pinned to core {SERVER_CPU} (`taskset -c {SERVER_CPU}`) and "
       f"wrk to core {WRK_CPU} (`wrk -t1 -c{CONNECTIONS} -d{data['duration']}s --latency`, after a 1 s warm-up). "
       "Every server's answer is checked once before its runs. One run, servers one after the other; ratios "
-      "are between figures of this run only. `close` sends `Connection: close` on every request (a new TCP "
+      "are between figures of this run only (the pipelined target compares with a baseline run: "
+      + (", ".join(f"{k} {v:,.0f} req/s" for k, v in sorted((data.get("baseline") or {}).items())) or "none given")
+      + "). bjoern is one process (no workers); uWSGI runs `--http11-socket` (its keep-alive HTTP "
+      "parser in the worker) with a master; granian `--runtime-threads 1`, and serves files under "
+      "/static/ (its static route cannot be /). The ASGI servers use uvloop. `close` sends `Connection: close` on every request (a new TCP "
       "connection per request). gunicorn sync never keeps connections alive, so its keep-alive rows are "
       "close rows too. http.server is the stdlib's ThreadingHTTPServer with SimpleHTTPRequestHandler, "
       "set to HTTP/1.1 (keep-alive), TCP_NODELAY and a listen queue of 1024 (its defaults: HTTP/1.0, "
-      "Nagle on, queue of 5). Latency columns are wrk's p50 and p99 in ms. `wrk CPU` is the CPU time "
-      f"wrk used per second of its run (100% is its core busy); from {CLIENT_BOUND:.0%} up (bold) the load "
+      "Nagle on, queue of 5). Latency columns are wrk's p50 and p99 in ms. `client CPU` is the CPU time "
+      f"wrk (or bench/ws_echo.py) used per second of its run (100% is its core busy); from {CLIENT_BOUND:.0%} up (bold) the load "
       "generator, not the server, set the pace, and the row is a floor for the server, not its speed "
       "(expect this for 10 MiB files, where wrk's reads of the bodies cost as much as the sending).\n")
     for line in data["left_out"]:
@@ -440,10 +729,22 @@ def write_results(path: str, data: dict, chart: Optional[str]) -> None:
         rows = [r for r in results if r["workload"] == workload]
         if not rows:
             continue
-        peers = [p for p in PEERS if any(r["server"] == p for r in rows)]
+        peers = [p for p in PEERS.get(workload, ()) if any(r["server"] == p for r in rows)]
         peers += [s for s in sorted({r["server"] for r in rows}) if s.endswith("python") and "prefork" in s]
         w(f"## {label}\n")
-        head = "| connection | server | req/s | p50 ms | p99 ms | wrk CPU | errors |" + "".join(f" vs {p} |" for p in peers)
+        if workload == "ws-echo":
+            w("bench/ws_echo.py, a raw-socket asyncio client: each of the %d connections sends a 32-byte binary "
+              "message and awaits its echo, in a loop; `client CPU` is that client's own CPU time per second.\n"
+              % CONNECTIONS)
+        elif workload == "hello-pipelined":
+            w(f"wrk with a Lua script that writes {PIPELINE_DEPTH} requests at a time on each of the "
+              f"{CONNECTIONS} connections (the classic pipeline.lua); req/s counts responses.\n")
+        elif workload == "starlette-file-1k":
+            w("Starlette's FileResponse: sent through `http.response.pathsend` (sendfile) where the server "
+              "offers that extension (prefork-http, granian), else read and sent by Starlette.\n")
+        unit = "msg/s" if workload == "ws-echo" else "req/s"
+        head = (f"| connection | server | {unit} | p50 ms | p99 ms | client CPU | errors |"
+                + "".join(f" vs {p} |" for p in peers))
         w(head)
         w("| --- | --- | ---: | ---: | ---: | ---: | --- |" + " ---: |" * len(peers))
         for mode in MODES:
@@ -589,7 +890,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     ap.add_argument("--quick", action="store_true", help="2 s per run: a smoke run of the whole pipeline")
-    ap.add_argument("--only", nargs="*", choices=list(WORKLOADS), help="run only these workloads")
+    ap.add_argument("--only", nargs="*", choices=list(WORKLOADS) + list(GROUPS),
+                    help="run only these workloads (or groups: %s)" % ", ".join(GROUPS))
     ap.add_argument("--servers", nargs="*", help="run only setups whose name starts with one of these")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--no-parser-bench", action="store_true")
@@ -598,13 +900,32 @@ def main() -> int:
     ap.add_argument("--note", help="a line to put at the top of RESULTS.md")
     ap.add_argument("--from-json", metavar="PATH", help="rewrite RESULTS.md and the chart from a saved "
                     "bench/out/run_all.json, running nothing")
+    ap.add_argument("--baseline", metavar="RUN.json", help="an earlier run's JSON (bench/out/run_all.json, or "
+                    "one kept with --record-baseline): its pipelined rows are the baseline of the pipelined target")
+    ap.add_argument("--pipelined-baseline", nargs="*", metavar="KIND=RPS",
+                    help="the pipelined baseline as figures instead: app=N wsgi=N (req/s)")
+    ap.add_argument("--record-baseline", metavar="PATH", help="also copy this run's JSON to PATH, to pass as "
+                    "--baseline to a later run")
     ap.add_argument("--results", default=os.path.join(BENCH, "RESULTS.md"))
     ap.add_argument("--chart", default=os.path.join(BENCH, "results.png"))
     args = ap.parse_args()
+    if args.only:
+        args.only = [w for name in args.only for w in GROUPS.get(name, [name])]
+    for item in args.pipelined_baseline or ():
+        kind, _, rps = item.partition("=")
+        try:
+            float(rps)
+        except ValueError:
+            kind = ""
+        if kind not in ("app", "wsgi"):
+            print(f"run_all.py: --pipelined-baseline takes app=N or wsgi=N, not {item!r}", file=sys.stderr)
+            return 2
     if args.from_json:
         with open(args.from_json) as f:
             data = json.load(f)
-        data["targets"] = targets(data["results"], data["scaling"], data["cython"])
+        if args.baseline or args.pipelined_baseline:
+            data["baseline"] = baseline_from(args)
+        data["targets"] = targets(data["results"], data["scaling"], data["cython"], data.get("baseline"))
         write_results(args.results, data, chart(args.chart, data))
         print(f"wrote {os.path.relpath(args.results)} from {args.from_json}")
         return 0
@@ -633,17 +954,22 @@ def main() -> int:
             with open(os.path.join(www, path.lstrip("/")), "wb") as f:
                 f.write(files[path])
             os.chmod(os.path.join(www, path.lstrip("/")), 0o644)
+    os.environ["BENCH_WWW"] = www  # bench/asgi_apps.py's FileResponse serves $BENCH_WWW/1024.bin
+    pipeline_lua = os.path.join(tmp, "pipeline.lua")
+    with open(pipeline_lua, "w") as f:
+        f.write(PIPELINE_LUA)
     echo_lua = os.path.join(tmp, "echo.lua")
     with open(echo_lua, "w") as f:
         f.write('wrk.method = "POST"\nwrk.body = [[%s]]\nwrk.headers["Content-Type"] = "application/json"\n'
                 % ECHO_BODY)
-    ctx = {"www": www, "tmp": tmp, "bench": BENCH, "files": files, "echo_lua": echo_lua,
+    ctx = {"www": www, "tmp": tmp, "bench": BENCH, "files": files, "echo_lua": echo_lua, "pipeline_lua": pipeline_lua, "left_out": [],
            "env": dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, BENCH]))}
 
     data = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(), "quick": args.quick, "duration": args.duration, "cython": cython,
-            "note": args.note, "left_out": [], "results": [], "scaling": [], "memory": {}, "commands": [], "profiles": [],
+            "note": args.note, "left_out": [], "baseline": baseline_from(args), "results": [], "scaling": [], "memory": {}, "commands": [], "profiles": [],
             "argv": " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])}
+    ctx["left_out"] = data["left_out"]
     started = time.monotonic()
     try:
         for setup in SETUPS:
@@ -678,9 +1004,12 @@ def main() -> int:
             data["parser_bench"] = {"skipped": "--no-parser-bench"}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    data["targets"] = targets(data["results"], data["scaling"], cython)
+    data["targets"] = targets(data["results"], data["scaling"], cython, data["baseline"])
     with open(os.path.join(OUT, "run_all.json"), "w") as f:
         json.dump({k: v for k, v in data.items()}, f, indent=1, default=str)
+    if args.record_baseline:
+        shutil.copyfile(os.path.join(OUT, "run_all.json"), args.record_baseline)
+        print(f"recorded this run as a baseline in {args.record_baseline}")
     png = chart(args.chart, data)
     write_results(args.results, data, png)
     print(f"\nwrote {os.path.relpath(args.results)}" + (f" and {os.path.relpath(png)}" if png else "")
