@@ -484,8 +484,14 @@ def reread_config(argv, old: Config) -> Config:
     try:
         values, sources = layered_values(ap, cli, os.environ, old.config_file,
                                          _table_of(old.config_file))
-        return _make_config(values, binds=old.binds, metrics_bind=old.metrics_bind,
-                            config_file=old.config_file).validate()
+        # Bind addresses the sources no longer name stay as they are; a changed one is
+        # compared (and reported as ignored) by the master.
+        keep = {"config_file": old.config_file}
+        if not values.get("bind"):
+            keep["binds"] = old.binds
+        if values.get("metrics_bind") is None:
+            keep["metrics_bind"] = old.metrics_bind
+        return _make_config(values, **keep).validate()
     except SourceError as exc:
         raise ConfigError(str(exc)) from None
     except ConfigError as exc:

@@ -344,10 +344,13 @@ class Master:
         except ConfigError as exc:
             log.error("HUP: configuration not re-read, the current one stays: %s", exc)
             return
+        option = {"binds": "bind", "pid_file": "pid", "reload_dirs": "reload-dir"}
         for name in self.FIXED_ON_RELOAD:
-            if getattr(new, name) != getattr(old, name):
-                log.warning("HUP: %s changed, but cannot change on reload (restart the server); "
-                            "ignored", name.replace("_", "-"))
+            value = getattr(new, name)
+            if value != getattr(old, name):
+                shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+                log.warning("HUP: %s changed (to %s), but cannot change on reload (restart the "
+                            "server); ignored", option.get(name, name.replace("_", "-")), shown)
         new = dataclasses.replace(new, **{name: getattr(old, name) for name in self.FIXED_ON_RELOAD})
         changed = [f.name for f in dataclasses.fields(Config) if getattr(new, f.name) != getattr(old, f.name)]
         if changed:
