@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 versions=${PREFORK_CI_PYTHONS:-"3.9 3.13"}
-subset=(tests/test_parser.py tests/test_http_core.py tests/test_config.py tests/test_server.py tests/test_static.py)
+subset=(tests/test_parser.py tests/test_http_core.py tests/test_config.py tests/test_server.py)
 for v in $versions; do
     py=$(ls -d /root/.pyenv/versions/"$v".*/bin/python3 2>/dev/null | sort -V | tail -1 || true)
     [ -n "$py" ] || py=$(command -v "python$v" || true)

@@ -441,6 +441,7 @@ def layered_values(ap: argparse.ArgumentParser, cli: argparse.Namespace, environ
 def _parse_cli(argv) -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
     """The command line alone: only the options it gives appear in the namespace."""
     ap = build_argparser()
+    ap.parse_args(argv)  # --help (which shows the defaults), --version and usage errors
     for action in ap._actions:
         if action.dest not in ("help", "version"):
             action.default = argparse.SUPPRESS
