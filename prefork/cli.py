@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 from prefork import __version__
 from prefork.config import Config, ConfigError, parse_bind
@@ -86,6 +87,14 @@ def _networks(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _octal(text: str) -> int:
+    """A permission mode or umask in octal: 660, 0660 or 0o660."""
+    digits = text[2:] if text[:2].lower() == "0o" else text
+    if not digits or any(c not in "01234567" for c in digits) or int(digits, 8) > 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode (like 660 or 022)")
+    return int(digits, 8)
 
 
 def _bind(text: str):
@@ -214,81 +223,354 @@ def build_argparser() -> argparse.ArgumentParser:
                    help="seconds between pings on a WebSocket, 0 for none (default %(default)s)")
     p.add_argument("--ws-ping-timeout", type=_positive_float, default=d.ws_ping_timeout,
                    help="seconds to wait for a pong before closing with 1011 (default %(default)s)")
-    p.add_argument("--version", action="version", version=f"prefork-http {__version__}")
+    g = p.add_argument_group("configuration")
+    g.add_argument("--config", metavar="FILE",
+                   help="read options from this TOML file (keys are the long option names); "
+                        "default: [tool.prefork-http] in ./pyproject.toml when present")
+    g.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration and where each value came from, then exit")
+    g = p.add_argument_group("development")
+    g.add_argument("--reload", action="store_true",
+                   help="watch the application's files and do a rolling reload when one changes "
+                        "(for development; needs pip install 'prefork-http[reload]')")
+    g.add_argument("--reload-dir", dest="reload_dirs", action="append", metavar="DIR",
+                   help="a folder to watch; repeatable (default: the working folder)")
+    g.add_argument("--reload-include", action="append", metavar="GLOB",
+                   help="file names whose change reloads; repeatable (default: *.py)")
+    g.add_argument("--reload-exclude", action="append", metavar="GLOB",
+                   help="file names never watched; repeatable (default: .* *.py[cod] *~ *.sw?)")
+    g = p.add_argument_group("privileges")
+    g.add_argument("--user", metavar="NAME|UID",
+                   help="the master binds, then workers run as this user and its groups")
+    g.add_argument("--group", metavar="NAME|GID",
+                   help="the workers' group (default: the --user's primary group)")
+    g.add_argument("--umask", type=_octal, metavar="MODE", help="umask of the server, in octal (e.g. 027)")
+    g.add_argument("--socket-mode", type=_octal, metavar="MODE",
+                   help="permissions of unix sockets, in octal (e.g. 660); with --user/--group "
+                        "they are also given that owner")
+    g.add_argument("--allow-root", action="store_true",
+                   help="allow --user root, and silence the warning about workers running as root")
+    p.add_argument("--version", action="version", version=version_text())
     return p
 
 
-def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
-    """Parse argv into a validated Config; exits 2 with one line on stderr on any error."""
-    ap = build_argparser()
-    ns = ap.parse_args(argv)
-    import os
+def version_text() -> str:
+    """`prefork-http 1.2.3 (parser cython, CPython 3.12.1)`: the parser auto would pick."""
+    import platform
 
-    parser = ns.parser or os.environ.get("PREFORK_PARSER") or "auto"
-    if ns.chdir is not None:
+    from prefork.http import parser as parser_choice
+
+    try:
+        parser_name = parser_choice.name_of(parser_choice.load("auto"))
+    except Exception:  # noqa: BLE001 (version output must not fail)
+        parser_name = "unknown"
+    return (f"prefork-http {__version__} (parser {parser_name}, "
+            f"{platform.python_implementation()} {platform.python_version()})")
+
+
+# ---------------------------------------------------------------------- option sources
+#
+# The argparse parser above is the one table of options. Each long option is also a key of
+# the TOML file and an environment variable PREFORK_<NAME>; --print-config walks the same
+# table. Values from the file and the environment go through the option's own argparse type
+# and choices, so they are checked exactly like the command line.
+
+NOT_IN_FILE = {"help", "version", "config", "print-config"}  # command line only
+FILE_TABLE = "tool.prefork-http"
+WEB_CONCURRENCY = "WEB_CONCURRENCY"
+SOURCE_DEFAULT = "default"
+SOURCE_CLI = "command line"
+
+_INT_TYPES = (_positive_int, _non_negative_int, _seconds)
+_FLOAT_TYPES = (_positive_float, _non_negative_float)
+
+
+class SourceError(Exception):
+    """A bad value in the file or the environment: `where: key: why`."""
+
+
+def options(ap: argparse.ArgumentParser):
+    """(key, action) for every option the file and the environment may set."""
+    for action in ap._actions:
+        if action.option_strings:
+            key = next((o[2:] for o in action.option_strings if o.startswith("--")), None)
+        else:
+            key = action.dest  # the positional application: `app`
+        if key and key not in NOT_IN_FILE:
+            yield key, action
+
+
+def env_name(key: str) -> str:
+    return "PREFORK_" + key.upper().replace("-", "_")
+
+
+def _convert(action: argparse.Action, text: str):
+    value = action.type(text) if action.type else text
+    if action.choices is not None and value not in action.choices:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(action.choices)}")
+    return value
+
+
+def _from_toml(action: argparse.Action, value):
+    """A TOML value, type-checked for the option, then checked by its argparse type."""
+    def want(kind: str):
+        return argparse.ArgumentTypeError(f"expected {kind}, got {type(value).__name__} {value!r}")
+
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise want("true or false")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise want("a string or a list of strings")
+        return [_convert(action, v) for v in items]
+    if isinstance(value, bool):
+        raise want("a number or a string")
+    if action.type in _INT_TYPES:
+        if not isinstance(value, int):
+            raise want("a whole number")
+    elif action.type in _FLOAT_TYPES:
+        if not isinstance(value, (int, float)):
+            raise want("a number")
+    elif action.type in (_size, _octal):
+        if isinstance(value, int):  # a byte count, or a TOML octal literal like 0o660
+            return _convert(action, oct(value) if action.type is _octal else str(value))
+        if not isinstance(value, str):
+            raise want("a whole number or a string")
+    elif not isinstance(value, str):
+        raise want("a string")
+    return _convert(action, str(value))
+
+
+def _from_env(action: argparse.Action, text: str):
+    """An environment variable's text; "" for a non-boolean option means not set (None)."""
+    if isinstance(action, argparse._StoreTrueAction):
+        word = text.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("", "0", "false", "no", "off"):
+            return False
+        raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (1/0, true/false, yes/no)")
+    if isinstance(action, argparse._AppendAction):  # comma-separated, like WEB_CONCURRENCY's peers
+        return [_convert(action, v.strip()) for v in text.split(",") if v.strip()]
+    return _convert(action, text)
+
+
+def read_toml(path: str, table: Optional[str] = None) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover (Python 3.9, 3.10)
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise SourceError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SourceError(f"{path}: not valid TOML: {exc}") from None
+    if table is not None:
+        for part in table.split("."):
+            data = data.get(part, None) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return {}
+    return data
+
+
+def _table_of(path: Optional[str]) -> Optional[str]:
+    """A pyproject.toml holds our keys in [tool.prefork-http]; any other file at the top."""
+    return FILE_TABLE if path and os.path.basename(path) == "pyproject.toml" else None
+
+
+def find_config_file(explicit: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """(path, table): --config FILE, else ./pyproject.toml when it has [tool.prefork-http]."""
+    if explicit:
+        return os.path.abspath(explicit), _table_of(explicit)
+    path = os.path.abspath("pyproject.toml")
+    if os.path.isfile(path):
+        try:
+            if read_toml(path, FILE_TABLE):
+                return path, FILE_TABLE
+        except SourceError:
+            return None, None  # someone else's broken pyproject.toml is not ours to judge
+    return None, None
+
+
+def layered_values(ap: argparse.ArgumentParser, cli: argparse.Namespace, environ,
+                   path: Optional[str], table: Optional[str]):
+    """{dest: value} and {dest: source}: command line > environment > file > defaults
+    (WEB_CONCURRENCY counts as a default for --workers). Raises SourceError."""
+    values: dict = {}
+    sources: dict = {}
+    table_of = dict(options(ap))
+    if WEB_CONCURRENCY in environ:
+        try:
+            values["workers"] = _positive_int(environ[WEB_CONCURRENCY])
+        except argparse.ArgumentTypeError as exc:
+            raise SourceError(f"{WEB_CONCURRENCY}: {exc}") from None
+        sources["workers"] = WEB_CONCURRENCY
+    if path is not None:
+        where = f"{path} [{table}]" if table else path
+        for key, value in read_toml(path, table).items():
+            action = table_of.get(key)
+            if action is None:
+                import difflib
+
+                close = difflib.get_close_matches(key, list(table_of), 1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise SourceError(f"{where}: {key}: unknown option{hint}")
+            try:
+                values[action.dest] = _from_toml(action, value)
+            except argparse.ArgumentTypeError as exc:
+                raise SourceError(f"{where}: {key}: {exc}") from None
+            sources[action.dest] = f"file {where}"
+    for key, action in table_of.items():
+        name = env_name(key)
+        if environ.get(name, "") != "" or (name in environ and isinstance(action, argparse._StoreTrueAction)):
+            try:
+                values[action.dest] = _from_env(action, environ[name])
+            except argparse.ArgumentTypeError as exc:
+                raise SourceError(f"{name}: {exc}") from None
+            sources[action.dest] = f"env {name}"
+    for dest, value in vars(cli).items():
+        values[dest] = value
+        sources[dest] = SOURCE_CLI
+    return values, sources
+
+
+def _parse_cli(argv) -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The command line alone: only the options it gives appear in the namespace."""
+    ap = build_argparser()
+    ap.parse_args(argv)  # --help (which shows the defaults), --version and usage errors
+    for action in ap._actions:
+        if action.dest not in ("help", "version"):
+            action.default = argparse.SUPPRESS
+    return ap, ap.parse_args(argv)
+
+
+# Config fields that are not options of the same name, and options that are not fields.
+_FIELD_OF = {"bind": "binds"}
+_NOT_FIELDS = {"config", "print_config"}
+
+
+def _make_config(values: dict, **fixed) -> Config:
+    kwargs = {}
+    for dest, value in values.items():
+        if dest in _NOT_FIELDS:
+            continue
+        if isinstance(value, list):
+            value = tuple(value)
+        kwargs[_FIELD_OF.get(dest, dest)] = value
+    kwargs.update(fixed)
+    return Config(**kwargs)
+
+
+def _blame(message: str, sources: dict) -> str:
+    """Prefix a validation error with the file or variable that gave the value."""
+    m = re.match(r"--([a-z-]+)", message)
+    if m is not None:
+        dest = m.group(1).replace("-", "_")
+        source = sources.get(_FIELD_OF.get(dest, dest), sources.get(dest, ""))
+        if source.startswith("file "):
+            return f"{source[5:]}: {m.group(1)}: {message}"
+        if source.startswith("env "):
+            return f"{source[4:]}: {message}"
+    return message
+
+
+def reread_config(argv, old: Config) -> Config:
+    """HUP: the configuration again from the same command line, the environment and the
+    file (its new contents). Raises ConfigError; the caller keeps what cannot change."""
+    ap, cli = _parse_cli(argv)
+    try:
+        values, sources = layered_values(ap, cli, os.environ, old.config_file,
+                                         _table_of(old.config_file))
+        # Bind addresses the sources no longer name stay as they are; a changed one is
+        # compared (and reported as ignored) by the master.
+        keep = {"config_file": old.config_file}
+        if not values.get("bind"):
+            keep["binds"] = old.binds
+        if values.get("metrics_bind") is None:
+            keep["metrics_bind"] = old.metrics_bind
+        return _make_config(values, **keep).validate()
+    except SourceError as exc:
+        raise ConfigError(str(exc)) from None
+    except ConfigError as exc:
+        raise ConfigError(_blame(str(exc), sources)) from None
+
+
+def parse_config(argv: Optional[Sequence[str]] = None, environ=None):
+    """Parse argv, the environment and the config file into a validated Config, and the
+    source of each value; exits 2 with one line on stderr on any error."""
+    environ = os.environ if environ is None else environ
+    ap, cli = _parse_cli(argv)
+    config = getattr(cli, "config", None) or environ.get(env_name("config")) or None
+    # ./pyproject.toml is looked for where the server was started, before --chdir.
+    path, table = find_config_file(config)
+    try:
+        values, sources = layered_values(ap, cli, environ, path, table)
+    except SourceError as exc:
+        ap.error(str(exc))
+    if values.get("chdir"):
         # Before validation, so that --root and the application are found from there.
         try:
-            os.chdir(ns.chdir)
+            os.chdir(values["chdir"])
         except OSError as exc:
-            ap.error(f"--chdir {ns.chdir!r}: {exc.strerror}")
+            ap.error(f"--chdir {values['chdir']!r}: {exc.strerror}")
 
     from prefork.systemd import inherited_binds, inherited_metrics_bind
 
-    binds = tuple(ns.bind) if ns.bind else Config().binds
     inherited, source = inherited_binds()
     # An upgrade hands over every socket; systemd's sockets serve when no --bind is given.
-    if inherited and (source == "upgrade" or not ns.bind):
-        binds = tuple(inherited)
+    if inherited and (source == "upgrade" or not values.get("bind")):
+        values["bind"] = list(inherited)
+        sources["bind"] = source
+    metrics = inherited_metrics_bind()
+    if metrics:
+        values["metrics_bind"] = metrics
     try:
-        cfg = Config(
-            binds=binds,
-            workers=ns.workers,
-            root=ns.root,
-            parser=parser,
-            timeout=ns.timeout,
-            boot_timeout=ns.boot_timeout,
-            max_requests=ns.max_requests,
-            max_requests_jitter=ns.max_requests_jitter,
-            metrics_bind=inherited_metrics_bind() or ns.metrics_bind,
-            graceful_timeout=ns.graceful_timeout,
-            keepalive=ns.keepalive,
-            header_timeout=ns.header_timeout,
-            body_timeout=ns.body_timeout,
-            write_timeout=ns.write_timeout,
-            forwarded_allow_ips=ns.forwarded_allow_ips,
-            proxy_protocol=ns.proxy_protocol,
-            backlog=ns.backlog,
-            max_connections=ns.max_connections,
-            access_log=ns.access_log,
-            log_level=ns.log_level,
-            pid_file=ns.pid_file,
-            limit_request_line=ns.limit_request_line,
-            limit_request_fields=ns.limit_request_fields,
-            limit_request_field_size=ns.limit_request_field_size,
-            max_body_size=ns.max_body_size,
-            listing=ns.listing,
-            serve_dotfiles=ns.serve_dotfiles,
-            follow_symlinks=ns.follow_symlinks,
-            static_max_age=ns.static_max_age,
-            app=ns.app,
-            root_path=ns.root_path,
-            threads=ns.threads,
-            access_log_format=ns.access_log_format,
-            spool_threshold=ns.spool_threshold,
-            interface=ns.interface,
-            loop=ns.loop,
-            lifespan=ns.lifespan,
-            ws_max_size=ns.ws_max_size,
-            ws_ping_interval=ns.ws_ping_interval,
-            ws_ping_timeout=ns.ws_ping_timeout,
-        ).validate()
+        cfg = _make_config(values, config_file=path).validate()
+        from prefork.privileges import check
+
+        check(cfg)
     except ConfigError as exc:
-        ap.error(str(exc))
-    return cfg
+        ap.error(_blame(str(exc), sources))
+    return cfg, sources
+
+
+def format_config(cfg: Config, sources: dict) -> str:
+    """--print-config: one `key = value  # source` line per option, in TOML."""
+    import json
+
+    lines = []
+    if cfg.config_file:
+        lines.append(f"# configuration file: {cfg.config_file}")
+    for key, action in options(build_argparser()):
+        dest = action.dest
+        value = getattr(cfg, _FIELD_OF.get(dest, dest))
+        if isinstance(value, tuple):
+            value = [str(v) for v in value]
+        elif value is not None and not isinstance(value, (bool, int, float, str)):
+            value = str(value)
+        if value is None:
+            text = "# (not set)"
+            line = f"# {key} ="
+        else:
+            if dest in ("umask", "socket_mode"):
+                text = f'"{value:03o}"'
+            else:
+                text = json.dumps(value)
+            line = f"{key} = {text}"
+        lines.append(f"{line:<50} # {sources.get(dest, SOURCE_DEFAULT)}")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    cfg = parse_config(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg, sources = parse_config(argv)
+    if "print_config" in sources:
+        sys.stdout.write(format_config(cfg, sources))
+        return 0
     from prefork.http import parser as parser_choice
 
     try:
@@ -315,7 +597,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_APP_ERROR
     from prefork.master import Master
 
-    return Master(cfg).run()
+    return Master(cfg, reread=lambda old: reread_config(argv, old)).run()
 
 
 if __name__ == "__main__":

@@ -123,6 +123,19 @@ class Config:
     ws_max_size: int = 16 * 1024 * 1024  # largest WebSocket message, else close 1009
     ws_ping_interval: float = 20.0  # seconds between pings to an idle WebSocket; 0: never
     ws_ping_timeout: float = 20.0  # seconds to wait for the pong, then close 1011
+    # Development reload (prefork/reloader.py).
+    reload: bool = False  # watch the application's files; a change does a rolling reload
+    reload_dirs: Tuple[str, ...] = ()  # folders to watch (empty: the working folder)
+    reload_include: Tuple[str, ...] = ("*.py",)  # file name globs whose change reloads
+    reload_exclude: Tuple[str, ...] = (".*", "*.py[cod]", "*~", "*.sw?")  # globs never watched
+    # Privileges (prefork/privileges.py).
+    user: Optional[str] = None  # workers run as this user (name or uid) and its groups
+    group: Optional[str] = None  # ... and this group (default: the user's primary group)
+    umask: Optional[int] = None  # the master's and workers' umask
+    socket_mode: Optional[int] = None  # chmod of unix sockets the master creates
+    allow_root: bool = False  # let workers run as root without a warning (or --user root)
+    chdir: Optional[str] = None  # the folder changed to at startup (cli.parse_config does it)
+    config_file: Optional[str] = None  # the TOML file read (absolute), re-read on HUP
 
     def validate(self) -> "Config":
         if not self.binds:
@@ -166,6 +179,13 @@ class Config:
             raise ConfigError("--ws-max-size must be at least 1")
         if self.ws_ping_interval < 0 or self.ws_ping_timeout <= 0:
             raise ConfigError("--ws-ping-interval must be 0 or more and --ws-ping-timeout more than 0")
+        for name in ("umask", "socket_mode"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 0o777:
+                raise ConfigError(f"--{name.replace('_', '-')} must be an octal mode from 000 to 777")
+        for folder in self.reload_dirs:
+            if not os.path.isdir(folder):
+                raise ConfigError(f"--reload-dir {folder!r} is not a directory")
         if not os.path.isdir(self.root):
             raise ConfigError(f"--root {self.root!r} is not a directory")
         if self.log_level not in ("debug", "info", "warning", "error", "critical"):

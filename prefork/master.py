@@ -11,6 +11,7 @@ once enough new workers have reported ready to keep `workers` serving.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Dict, List, Optional
 
 from prefork import __version__
 from prefork.http import parser as parser_choice
-from prefork import systemd
+from prefork import privileges, systemd
 from prefork.config import Config
 from prefork.logs import error_log_dropped, setup_logging
 from prefork.metrics import MetricsServer, Totals, render
@@ -76,8 +77,11 @@ class WorkerHandle:
 
 
 class Master:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, reread=None) -> None:
         self.cfg = cfg
+        self.reread = reread  # old Config -> new Config from the same sources (HUP)
+        self.watcher = 0  # pid of the --reload file watcher
+        self.last_load_error = ""  # the application's import error, said once per reload attempt
         self.num_workers = cfg.workers
         self.workers: Dict[int, WorkerHandle] = {}
         self.listeners: List[Listener] = []
@@ -105,8 +109,13 @@ class Master:
             log.warning("the Cython parser is not built (%s); using the pure-Python parser",
                         parser_choice.CYTHON_IMPORT_ERROR)
         raise_fd_limit(cfg.max_connections + 64)
+        if cfg.config_file:
+            log.info("Configuration read from %s", cfg.config_file)
+        if cfg.umask is not None:
+            os.umask(cfg.umask)
         try:
             self.listeners = open_listeners(cfg.binds, cfg.backlog)
+            self._socket_permissions()
             if cfg.metrics_bind is not None:
                 self.metrics = MetricsServer(cfg.metrics_bind)
         except BindError as exc:
@@ -129,11 +138,70 @@ class Master:
                 from prefork.apps.static import NO_INDEX_ADVICE
 
                 log.info("%s has no index.html, so / answers 403 Forbidden. %s", what, NO_INDEX_ADVICE)
+            ident = privileges.resolve(cfg)
+            if ident is not None:
+                log.info("Workers run as uid %d, gid %d%s", ident.uid, ident.gid,
+                         f" ({ident.name})" if ident.name else "")
+                self._prepare_log_file(ident)
+            elif os.geteuid() == 0 and not cfg.allow_root:
+                log.warning("workers run as root: a flaw in the application would own the machine. "
+                            "Give --user (e.g. --user nobody) to serve unprivileged, or --allow-root "
+                            "to silence this warning")
+            if cfg.reload:
+                self._start_watcher()
             self.watchdog = systemd.watchdog_interval()
             self._loop()
         finally:
             self._cleanup()
         return self.exit_code
+
+    def _socket_permissions(self) -> None:
+        """--socket-mode, and the --user/--group owner, for the unix sockets bound here."""
+        owner = privileges.owner_for_sockets(self.cfg)
+        for listener in self.listeners:
+            if listener.spec.kind != "unix":
+                continue
+            if self.cfg.socket_mode is not None:
+                os.chmod(listener.spec.path, self.cfg.socket_mode)
+            if owner is not None:
+                os.chown(listener.spec.path, *owner)
+
+    def _prepare_log_file(self, ident) -> None:
+        """Workers open the access log after dropping privileges: create it for them."""
+        path = self.cfg.access_log
+        if path and path != "-" and os.geteuid() == 0:
+            try:
+                with open(path, "a"):
+                    pass
+                os.chown(path, ident.uid, ident.gid)
+            except OSError as exc:
+                log.warning("cannot hand the access log %s to uid %d: %s", path, ident.uid, exc)
+
+    def _start_watcher(self) -> None:
+        """--reload: a child process watches the files and sends the master HUP."""
+        try:
+            from prefork import reloader
+        except ImportError as exc:  # pragma: no cover
+            log.error("--reload: %s", exc)
+            return
+        pid = self._fork()
+        if pid == 0:
+            code = 1
+            try:
+                self.selector.close()
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                for listener in self.listeners:
+                    listener.sock.close()
+                if self.metrics is not None:
+                    self.metrics.close_in_child()
+                set_process_title("reload watcher")
+                code = reloader.watch(self.cfg, os.getppid())
+            except BaseException:  # noqa: BLE001
+                log.exception("the --reload watcher failed")
+            finally:
+                os._exit(code)
+        self.watcher = pid
 
     def _write_pid_file(self) -> None:
         path = self.cfg.pid_file
@@ -239,7 +307,20 @@ class Master:
             listener.sock.close()
 
     def _reload(self) -> None:
-        """HUP: new workers first; the old ones stop once the new ones are ready."""
+        """HUP: re-read the configuration file, check that the application still imports,
+        then new workers first; the old ones stop once the new ones are ready."""
+        if self.reread is not None:
+            self._reread_config()
+        if self.cfg.app is not None:
+            from prefork.loader import check_importable
+
+            error = check_importable(self.cfg.app, self.cfg.boot_timeout)
+            if error:
+                if error != self.last_load_error:
+                    log.error("HUP: not reloading, the old workers serve on: %s", error)
+                self.last_load_error = error
+                return
+        self.last_load_error = ""
         log.info("HUP: reloading: %d new workers, then the old ones drain", self.num_workers)
         systemd.notify("RELOADING=1")
         for handle in self.workers.values():
@@ -247,6 +328,40 @@ class Master:
                 handle.old = True
                 handle.cause = "reload"
         self.reloading = True
+
+    # What a reload cannot change: the sockets are bound, the parser loaded, the privileges
+    # and the watcher set up. Reported as ignored when the file changes them.
+    FIXED_ON_RELOAD = ("binds", "metrics_bind", "backlog", "parser", "pid_file", "user", "group",
+                       "umask", "socket_mode", "allow_root", "chdir", "reload", "reload_dirs",
+                       "reload_include", "reload_exclude")
+
+    def _reread_config(self) -> None:
+        from prefork.config import ConfigError
+
+        old = self.cfg
+        try:
+            new = self.reread(old)
+        except ConfigError as exc:
+            log.error("HUP: configuration not re-read, the current one stays: %s", exc)
+            return
+        option = {"binds": "bind", "pid_file": "pid", "reload_dirs": "reload-dir"}
+        for name in self.FIXED_ON_RELOAD:
+            value = getattr(new, name)
+            if value != getattr(old, name):
+                shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+                log.warning("HUP: %s changed (to %s), but cannot change on reload (restart the "
+                            "server); ignored", option.get(name, name.replace("_", "-")), shown)
+        new = dataclasses.replace(new, **{name: getattr(old, name) for name in self.FIXED_ON_RELOAD})
+        changed = [f.name for f in dataclasses.fields(Config) if getattr(new, f.name) != getattr(old, f.name)]
+        if changed:
+            log.info("HUP: configuration changed: %s", ", ".join(n.replace("_", "-") for n in changed))
+        if new.workers != old.workers:
+            self.num_workers = new.workers
+        if new.log_level != old.log_level:
+            setup_logging(new.log_level)
+        if new.max_connections != old.max_connections:
+            raise_fd_limit(new.max_connections + 64)
+        self.cfg = new
 
     def _upgrade(self) -> None:
         """USR2: exec a new master that inherits the listening sockets. Both run until the
@@ -394,6 +509,12 @@ class Master:
                 if self.metrics is not None:
                     self.metrics.close_in_child()
                 os.set_blocking(write_fd, False)
+                try:
+                    privileges.drop(self.cfg)
+                except OSError as exc:
+                    log.error("worker %d cannot switch to --user/--group: %s", index, exc)
+                    code = EXIT_BOOT_ERROR
+                    return  # the finally below exits the child
                 code = worker.run()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -460,7 +581,11 @@ class Master:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             handle = self.workers.pop(pid, None)
             if handle is None:
-                if pid == self.successor:
+                if pid == self.watcher:
+                    self.watcher = 0
+                    if not self.stopping:
+                        log.error("the --reload watcher %s; files are no longer watched", how)
+                elif pid == self.successor:
                     self._successor_exited(how, code)
                 continue
             if handle.pipe >= 0:
@@ -546,6 +671,12 @@ class Master:
     # ------------------------------------------------------------------ exit
 
     def _cleanup(self) -> None:
+        if self.watcher:
+            self._kill(self.watcher, signal.SIGKILL)
+            try:
+                os.waitpid(self.watcher, 0)
+            except ChildProcessError:
+                pass
         for handle in self.workers.values():
             self._kill(handle.pid, signal.SIGKILL)
         while self.workers:
