@@ -3,7 +3,11 @@
 What it shares with the epoll worker (prefork.workers.epoll.Worker, its base class): the status
 record and heartbeat (sent from the loop itself, every second, so that a blocked loop goes
 silent and the master treats it as hung), the hang dump, the request budget, the parser
-twins and their limits, the access log, trusted proxies and the PROXY protocol. The rules
+twins and their limits, the access log, trusted proxies and the PROXY protocol, and the
+accept path (Worker._accept with prefork.workers.accept.AcceptPolicy; this module supplies
+the loop's side: _set_accepting, _rotate, _take, _reclaim). A graceful stop drains as the
+epoll worker does: `Connection: close` on the next answer, idle connections closed after
+DRAIN_GRACE (_drain_check). The rules
 of an HTTP/1.1 connection come from prefork.http.core; this module only does the I/O.
 
 Per connection: prefork.workers.protocol.HttpProtocol (HTTP/1.1 and the ASGI messages),
@@ -246,6 +250,8 @@ class AsyncioWorker(Worker):
             self._tick_handle = self.loop.call_later(1.0, self._on_tick)
         self._update_date(time.time())
         self._beat()
+        if self.flood is not None:  # the count of log lines suppressed in the last second
+            self.flood.report()
         if self._reopen_logs:
             self._reopen_logs = False
             if self.access is not None:
