@@ -3,7 +3,11 @@
 What it shares with the epoll worker (prefork.workers.epoll.Worker, its base class): the status
 record and heartbeat (sent from the loop itself, every second, so that a blocked loop goes
 silent and the master treats it as hung), the hang dump, the request budget, the parser
-twins and their limits, the access log, trusted proxies and the PROXY protocol. The rules
+twins and their limits, the access log, trusted proxies and the PROXY protocol, and the
+accept path (Worker._accept with prefork.workers.accept.AcceptPolicy; this module supplies
+the loop's side: _set_accepting, _rotate, _take, _reclaim). A graceful stop drains as the
+epoll worker does: `Connection: close` on the next answer, idle connections closed after
+DRAIN_GRACE (_drain_check). The rules
 of an HTTP/1.1 connection come from prefork.http.core; this module only does the I/O.
 
 Per connection: prefork.workers.protocol.HttpProtocol (HTTP/1.1 and the ASGI messages),
@@ -14,16 +18,40 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
+import selectors
 import signal
 import socket
 import time
 
 from prefork.apps.asgi import Lifespan, LifespanFailed
 from prefork.workers.protocol import HttpProtocol
-from prefork.workers.epoll import EXIT_BOOT_ERROR, Worker, log
+from prefork.workers.epoll import (
+    DRAIN_CHECK, DRAIN_GRACE, EPOLLEXCLUSIVE, EXIT_BOOT_ERROR, Worker, _last_active, log,
+)
 
 
-def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+class ListenerSelector(selectors.EpollSelector):
+    """The stdlib loop's epoll selector, registering the listeners (`exclusive`) with
+    EPOLLEXCLUSIVE as the epoll worker does: a new connection wakes one worker, not all.
+    asyncio registers a reader with plain EPOLLIN and offers no flag; uvloop (libuv) has
+    none either, so under uvloop every worker wakes for each connection and the first to
+    accept() wins."""
+
+    def __init__(self, exclusive=()) -> None:
+        super().__init__()
+        self.exclusive = set(exclusive)
+
+    def register(self, fileobj, events, data=None):
+        key = super().register(fileobj, events, data)
+        if key.fd in self.exclusive and events == selectors.EVENT_READ:
+            # EPOLLEXCLUSIVE is only taken at EPOLL_CTL_ADD: add the listener again with it.
+            self._selector.unregister(key.fd)
+            self._selector.register(key.fd, select.EPOLLIN | EPOLLEXCLUSIVE)
+        return key
+
+
+def new_event_loop(choice: str, listen_fds=()) -> asyncio.AbstractEventLoop:
     if choice in ("auto", "uvloop"):
         try:
             import uvloop
@@ -32,7 +60,7 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
                 raise
         else:
             return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+    return asyncio.SelectorEventLoop(ListenerSelector(listen_fds))
 
 
 class AsyncioWorker(Worker):
@@ -44,7 +72,7 @@ class AsyncioWorker(Worker):
         self.app = self.handler
         try:
             self._boot_common()
-            self.loop = loop = new_event_loop(self.cfg.loop)
+            self.loop = loop = new_event_loop(self.cfg.loop, [l.fileno() for l in self.listeners])
             asyncio.set_event_loop(loop)
         except Exception:
             log.exception("worker %d failed to boot", os.getpid())
@@ -79,14 +107,19 @@ class AsyncioWorker(Worker):
                 self.state = lifespan.state
         self.now = time.monotonic()
         self._update_date(time.time())
-        self._accepting = False
-        self._listen = {l.sock.fileno(): l.sock for l in self.listeners}
+        self._boot_accept()
+        self._resume_handle = None
+        self.access_flush = None  # the pending write of waiting access lines (HttpProtocol.response_done)
+        self._drain_handle = None
         self._set_accepting(True)
         self._beat()
         self._tick_handle = loop.call_later(1.0, self._on_tick)
         await self._stopped
         # Graceful (or quick) stop: connections are closed by now, or the deadline passed.
         self._tick_handle.cancel()
+        for handle in (self._resume_handle, self._drain_handle, self.access_flush):
+            if handle is not None:
+                handle.cancel()
         for conn in list(self.conns):
             conn.abort()
         if self.lifespan is not None and not self.quick_exit:
@@ -135,36 +168,59 @@ class AsyncioWorker(Worker):
                   os.getpid(), blocked)
 
     # ------------------------------------------------------------------ accepting
+    # Worker._accept and _resume decide (prefork.workers.accept.AcceptPolicy); these hooks
+    # do the asyncio side.
 
     def _set_accepting(self, on: bool) -> None:
         if on == self._accepting or (on and self.stopping):
             return
         self._accepting = on
-        for fd, sock in self._listen.items():
+        for fd, sock in self._listen_fds.items():
             if on:
-                self.loop.add_reader(fd, self._accept, sock)
+                self.loop.add_reader(fd, self._on_listener, sock)
             else:
                 self.loop.remove_reader(fd)
 
-    def _accept(self, lsock: socket.socket, drain: bool = False) -> None:
-        limit = self.cfg.max_connections
-        for _ in range(64 if not drain else limit):
-            if len(self.conns) >= limit:
-                self._set_accepting(False)
-                return
-            try:
-                sock, addr = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return
-            sock.setblocking(False)
-            if sock.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            proto = HttpProtocol(self, addr)
-            self.conns[proto] = None
-            self.loop.create_task(self._connect(sock, proto))
+    def _on_listener(self, lsock: socket.socket) -> None:
+        self.now = time.monotonic()
+        self._accept(lsock)
+
+    def _rotate(self, fd: int) -> None:
+        """Re-register the listener after an accept: it goes to the back of the kernel's
+        wait queue, so that the next connection wakes another idle worker."""
+        loop = self.loop
+        loop.remove_reader(fd)
+        loop.add_reader(fd, self._on_listener, self._listen_fds[fd])
+
+    def _pause_accepting(self, seconds: float) -> None:
+        super()._pause_accepting(seconds)
+        if self._resume_handle is not None:
+            self._resume_handle.cancel()
+        self._resume_handle = self.loop.call_later(seconds, self._on_resume)
+
+    def _on_resume(self) -> None:
+        self._resume_handle = None
+        self.now = time.monotonic()
+        if self.accept_policy.due(self.now + 0.001):  # call_later may fire a hair early
+            self._resume()
+
+    def _take(self, sock: socket.socket, addr) -> None:
+        sock.setblocking(False)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        proto = HttpProtocol(self, addr)
+        self.conns[proto] = None
+        self.loop.create_task(self._connect(sock, proto))
+
+    def _idle_connections(self) -> list:
+        return [c for c in self.conns if c.is_idle()]
+
+    def _reclaim(self) -> int:
+        chosen = self.accept_policy.pick_idle(self._idle_connections(), _last_active)
+        for conn in chosen:
+            conn.close()
+            self.forget(conn)  # its place is free now; connection_lost comes later
+        return len(chosen)
 
     async def _connect(self, sock, proto) -> None:
         try:
@@ -174,12 +230,17 @@ class AsyncioWorker(Worker):
             sock.close()
 
     def forget(self, conn) -> None:
-        self.closed += 1
         if self.conns.pop(conn, 0) is None:
-            if not self._accepting and not self.stopping and len(self.conns) < self.cfg.max_connections:
+            self.closed += 1
+            if not self._accepting and not self.accept_policy.backoff and not self.stopping \
+                    and len(self.conns) < self.cfg.max_connections:
                 self._set_accepting(True)
         if self.stopping and not self.conns and not self._stopped.done():
             self._stopped.set_result(None)
+
+    def flush_access(self) -> None:
+        self.access_flush = None
+        self.access.flush()
 
     # ------------------------------------------------------------------ once a second
 
@@ -189,6 +250,8 @@ class AsyncioWorker(Worker):
             self._tick_handle = self.loop.call_later(1.0, self._on_tick)
         self._update_date(time.time())
         self._beat()
+        if self.flood is not None:  # the count of log lines suppressed in the last second
+            self.flood.report()
         if self._reopen_logs:
             self._reopen_logs = False
             if self.access is not None:
@@ -200,6 +263,7 @@ class AsyncioWorker(Worker):
             conn.tick(now, cfg)
         if self.access is not None:
             self.access.flush()
+        self.accept_policy.report(now)
         if self.max_requests and self.requests >= self.max_requests and not self.retiring:
             self.retiring = True
             log.info("worker %d served %d requests; asking for its replacement", os.getpid(), self.requests)
@@ -214,16 +278,30 @@ class AsyncioWorker(Worker):
         if getattr(self, "_stop_deadline", None) is None:
             self._stop_deadline = now + self.cfg.graceful_timeout
             if self._accepting:
-                for lsock in self._listen.values():
+                for lsock in self._listen_fds.values():
                     self._accept(lsock, drain=True)
             self._set_accepting(False)
-            for sock in self._listen.values():
+            if self._resume_handle is not None:
+                self._resume_handle.cancel()
+                self._resume_handle = None
+            for sock in self._listen_fds.values():
                 sock.close()
-            self._listen.clear()
+            self._listen_fds.clear()
             for conn in list(self.conns):
                 conn.going_away()
+            self._drain_handle = self.loop.call_later(DRAIN_CHECK, self._drain_check)
         if not self.conns or now >= self._stop_deadline:
             self._stopped.set_result(None)
+
+    def _drain_check(self) -> None:
+        """While stopping, every DRAIN_CHECK: close the connections idle for DRAIN_GRACE
+        (as the epoll worker's _close_idle_while_draining), then see whether we are done."""
+        self.now = now = time.monotonic()
+        for conn in list(self.conns):
+            if now - conn.last_active > DRAIN_GRACE and conn.is_idle():
+                conn.close_idle()
+        self._drain_handle = self.loop.call_later(DRAIN_CHECK, self._drain_check)
+        self._stopping(now)
 
     def count_answer(self, status: int) -> None:
         self.requests += 1

@@ -22,9 +22,7 @@ How connections are shared out, and what a worker does when it cannot take more:
 from __future__ import annotations
 
 import email.utils
-import errno
 import faulthandler
-import heapq
 import logging
 import os
 import random
@@ -43,6 +41,10 @@ from prefork.http.core import expired
 from prefork.workers.connection import LINGER, OPEN, Connection, _peer
 from prefork.logs import AccessLog, FloodFilter, error_log_dropped, reset_error_log_count
 from prefork.proxy import TrustedProxies, parse_networks
+from prefork.workers.accept import (  # noqa: F401 - the constants are re-exported
+    ACCEPT_BATCH, ACCEPT_CLIENT_GONE, ACCEPT_EXHAUSTED, BACKOFF_MAX, BACKOFF_MIN,
+    FULL_GRACE, RECLAIM_BATCH, AcceptPolicy,
+)
 from prefork.workers.pool import HandlerPool
 from prefork.sockets import Listener
 from prefork.apps.static import StaticFiles
@@ -61,22 +63,12 @@ FLAG_RETIRING = 1  # reached --max-requests: start my replacement, then stop me
 # Exit code of a worker that could not boot: the master stops instead of fork-looping.
 EXIT_BOOT_ERROR = 3
 
-ACCEPT_BATCH = 64
 # A draining worker closes a keep-alive connection only once it has been idle this long:
 # a client busy on it gets its next answer with `Connection: close` instead, which is the
 # only close it cannot race. Checked this often while draining.
 DRAIN_GRACE = 1.0
 DRAIN_CHECK = 0.25
 STOP_MARGIN = 0.5  # seconds a stopping worker keeps in hand before the master's deadline
-# accept() failures that mean "no resources now": pause the listeners instead of spinning
-# on a level-triggered listener that stays readable.
-ACCEPT_EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-# accept() failures that concern one client only (it left before we took it): go on.
-ACCEPT_CLIENT_GONE = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.EPERM))
-BACKOFF_MIN = 0.1  # seconds without accepting after the first exhausted accept
-BACKOFF_MAX = 1.0  # ...doubling on each one that follows, up to this
-FULL_GRACE = 0.1  # a full worker lets other workers take queued clients this long first
-RECLAIM_BATCH = 32  # at most this many idle connections closed at once to make room
 ACCESS_IDLE = 0.05  # seconds without events after which waiting access-log lines are written
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 READ = select.EPOLLIN | select.EPOLLRDHUP
@@ -161,17 +153,7 @@ class Worker:
         if cfg.threads > 1:
             self.pool = HandlerPool(cfg.threads)
             self.ep.register(self.pool.fd, select.EPOLLIN)
-        self._accepting = False
-        self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
-        self._resume_at = 0.0  # when to poll the listeners again after a pause; 0.0: none
-        self._backoff = 0.0  # the current pause after exhausted accepts; 0.0: none
-        self._listen_poll = select.poll()  # "is a client queued?" while not polling them
-        for fd in self._listen_fds:
-            self._listen_poll.register(fd, select.POLLIN)
-        self._accept_errors = 0  # failed accepts not yet logged
-        self._accept_error = ""  # the last one's reason
-        self._accept_logged = 0.0  # when failed accepts were last logged
-        self._reclaimed = 0  # idle connections closed to make room, not yet logged
+        self._boot_accept()
         self._set_accepting(True)
         self._update_date(time.time())
         self._beat()
@@ -210,6 +192,15 @@ class Worker:
             self.access = AccessLog(cfg.access_log, cfg.access_log_format)
         self.trusted = TrustedProxies(parse_networks(cfg.forwarded_allow_ips))
         self.proxy_protocol = cfg.proxy_protocol
+
+    def _boot_accept(self) -> None:
+        """The accept path's state, for either driver (the listeners are not polled yet)."""
+        self._accepting = False
+        self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
+        self.accept_policy = AcceptPolicy(self.cfg.max_connections)
+        self._listen_poll = select.poll()  # "is a client queued?" while not polling them
+        for fd in self._listen_fds:
+            self._listen_poll.register(fd, select.POLLIN)
 
     def new_parser(self):
         return self._parser_cls(**self._limits)
@@ -291,12 +282,10 @@ class Worker:
                 next_tick = now + 1.0
                 self._tick(now)
             timeout = DRAIN_CHECK if stop_deadline is not None else 1.0
-            if self._resume_at:  # the listeners are paused (full, or out of descriptors)
-                if now >= self._resume_at:
-                    self._resume_at = 0.0
-                    self._resume()
-                else:
-                    timeout = min(timeout, self._resume_at - now)
+            policy = self.accept_policy  # the listeners may be paused (full, or out of descriptors)
+            if policy.due(now):
+                self._resume()
+            timeout = policy.wait(now, timeout)
             if self.max_requests and self.requests >= self.max_requests and not self.retiring:
                 self.retiring = True
                 log.info("worker %d served %d requests; asking for its replacement",
@@ -306,12 +295,13 @@ class Worker:
     def _accept(self, lsock: socket.socket, drain: bool = False, make_room: bool = False) -> None:
         """Take queued clients. `drain`: all of them (a graceful stop). `make_room`: this
         worker is full and they have waited FULL_GRACE, so other workers are full too:
-        close idle connections to take them."""
+        close idle connections to take them. The asyncio worker runs this too, through
+        its own _take, _set_accepting, _rotate and _idle_connections."""
         conns = self.conns
-        limit = self.cfg.max_connections
+        policy = self.accept_policy
         accepted = False
-        for _ in range(limit if drain or make_room else ACCEPT_BATCH):
-            if len(conns) >= limit and not (make_room and self._reclaim()):
+        for _ in range(policy.batch(drain, make_room)):
+            if policy.full(len(conns)) and not (make_room and self._reclaim()):
                 # Let the kernel queue hand clients to other workers meanwhile.
                 self._pause_accepting(FULL_GRACE)
                 break
@@ -320,47 +310,49 @@ class Worker:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                if exc.errno in ACCEPT_CLIENT_GONE:
-                    continue
                 # Out of descriptors or memory (or worse): the listener stays readable, so
                 # polling it again at once would spin. Pause, growing the pause while
                 # it lasts; free idle connections for the clients still queued.
-                if exc.errno in ACCEPT_EXHAUSTED:
+                if policy.exhausted(exc):
                     self._reclaim()
-                self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_MIN)
-                self._pause_accepting(self._backoff)
-                self._accept_failed(exc)
-                return
+                if policy.failed(exc, self.now):
+                    self._pause_accepting(policy.backoff)
+                    return
+                continue
             accepted = True
-            sock.setblocking(False)
-            if sock.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(self, sock, addr)
-            conns[conn.fd] = conn
-            self.ep.register(conn.fd, READ)
-            # Most clients send their request right after connecting: try it now and
-            # save a trip through epoll.
-            conn.on_readable()
+            self._take(sock, addr)
         if accepted:
-            self._backoff = 0.0
+            policy.accepted()
             if self._accepting and not drain:
-                if len(conns) >= limit:  # full now: let the next client wake another worker
+                if policy.full(len(conns)):  # full now: let the next client wake another worker
                     self._pause_accepting(FULL_GRACE)
                 else:
                     self._rotate(lsock.fileno())
 
+    def _take(self, sock: socket.socket, addr) -> None:
+        sock.setblocking(False)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Connection(self, sock, addr)
+        self.conns[conn.fd] = conn
+        self.ep.register(conn.fd, READ)
+        # Most clients send their request right after connecting: try it now and
+        # save a trip through epoll.
+        conn.on_readable()
+
     def _resume(self) -> None:
         """The pause is over: poll the listeners again, unless still full; then take the
         clients no other worker has taken meanwhile, and look again in FULL_GRACE."""
-        if len(self.conns) < self.cfg.max_connections or self.stopping:
+        policy = self.accept_policy
+        if not policy.full(len(self.conns)) or self.stopping:
             self._set_accepting(True)
             return
         for fd, _ in self._listen_poll.poll(0):
             lsock = self._listen_fds.get(fd)
             if lsock is not None:
                 self._accept(lsock, make_room=True)
-        if not self._accepting and not self._resume_at:
-            self._resume_at = self.now + FULL_GRACE
+        if not self._accepting and not policy.resume_at:
+            self._pause_accepting(FULL_GRACE)
 
     def _rotate(self, fd: int) -> None:
         """Go to the back of the listener's wait queue: the next connection wakes another
@@ -381,37 +373,19 @@ class Worker:
 
     def _pause_accepting(self, seconds: float) -> None:
         self._set_accepting(False)
-        self._resume_at = self.now + seconds
+        self.accept_policy.pause(self.now, seconds)
 
     def _reclaim(self) -> int:
         """Close the longest-idle connections (between keep-alive requests, or not one
-        byte received yet) to make room: up to an eighth of them, at least one and at most
-        RECLAIM_BATCH, as nginx's ngx_drain_connections. Returns how many were closed."""
-        idle = [c for c in self.conns.values() if c.state == OPEN and not c.proxy and c.is_idle()]
-        if not idle:
-            return 0
-        count = max(1, min(RECLAIM_BATCH, len(idle) // 8))
-        for conn in heapq.nsmallest(count, idle, key=_last_active):
+        byte received yet) to make room (AcceptPolicy.pick_idle says how many). Returns
+        how many were closed."""
+        chosen = self.accept_policy.pick_idle(self._idle_connections(), _last_active)
+        for conn in chosen:
             conn.close()
-        self._reclaimed += count
-        return count
+        return len(chosen)
 
-    def _accept_failed(self, exc: OSError) -> None:
-        """Count a failed accept; log at most one line a second for them."""
-        self._accept_errors += 1
-        self._accept_error = (exc.strerror or str(exc)).lower()
-        if self.now - self._accept_logged >= 1.0:
-            self._log_accept_errors()
-
-    def _log_accept_errors(self) -> None:
-        now = self.now
-        span = min(now - self._accept_logged, 1.0) if self._accept_logged else 0.0
-        count = self._accept_errors
-        log.warning("accept: %s, %d time%s in the last %.1fs; pausing accepts for %.1fs at a time, "
-                    "open connections are still served", self._accept_error, count,
-                    "" if count == 1 else "s", span, self._backoff or BACKOFF_MIN)
-        self._accept_errors = 0
-        self._accept_logged = now
+    def _idle_connections(self) -> list:
+        return [c for c in self.conns.values() if c.state == OPEN and not c.proxy and c.is_idle()]
 
     # ------------------------------------------------------------------ called by Connection
 
@@ -435,7 +409,7 @@ class Worker:
                 self.ep.unregister(conn.fd)
             except OSError:
                 pass
-        if not self._accepting and not self._backoff and not self.stopping \
+        if not self._accepting and not self.accept_policy.backoff and not self.stopping \
                 and len(self.conns) < self.cfg.max_connections:
             self._set_accepting(True)
 
@@ -477,11 +451,7 @@ class Worker:
                 conn.close()
         if self.access is not None:
             self.access.flush()
-        if self._accept_errors and now - self._accept_logged >= 1.0:
-            self._log_accept_errors()
-        if self._reclaimed:
-            log.info("closed %d idle connections to make room for new clients", self._reclaimed)
-            self._reclaimed = 0
+        self.accept_policy.report(now)
         if self.closed >= TRIM_AFTER_CLOSES:
             # After a flood of connections (say, a thousand slow clients timed out), give
             # the allocator's free memory back to the system: without this, glibc keeps

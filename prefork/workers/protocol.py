@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections import deque
 from time import perf_counter
 from typing import Optional
@@ -28,7 +29,7 @@ from prefork.http.core import (
 )
 from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
 from prefork.apps.response import error_response
-from prefork.workers.epoll import log
+from prefork.workers.epoll import ACCESS_IDLE, log
 
 READ_AHEAD = 256 * 1024  # request body bytes read before the application asks for them
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered
@@ -615,6 +616,8 @@ class HttpProtocol(asyncio.Protocol):
         self.served += 1
         self.last_active = worker.now
         if worker.access is not None:
+            if worker.access_flush is None:  # the first line of a batch: written ACCESS_IDLE from now
+                worker.access_flush = worker.loop.call_later(ACCESS_IDLE, worker.flush_access)
             worker.access(self.client(cycle.req)[0] if self.trusted else self.addr, cycle.req, cycle.status,
                           cycle.sent if cycle.req.method != "HEAD" else 0,
                           access_log_clock() - cycle.t0 if cycle.t0 else 0.0)
@@ -673,10 +676,36 @@ class HttpProtocol(asyncio.Protocol):
             self.abort()
 
     def going_away(self) -> None:
-        """Graceful stop: close when idle; WebSockets get 1001."""
+        """Graceful stop: WebSockets get 1001. An HTTP connection answers its next request
+        with `Connection: close` (start_body reads worker.stopping), and the worker closes
+        it once idle for DRAIN_GRACE (close_idle): closing it now could reset a request
+        on its way."""
         if self.ws is not None:
             self.ws.going_away()
-        elif self.current is None and not self.cycles and self.served:
+
+    def is_idle(self) -> bool:
+        """Between requests (or before the first): nothing half-received, nothing to answer
+        or send, no WebSocket, no PROXY header in progress."""
+        parser = self.parser
+        return self.state == OPEN and self.ws is None and self.current is None and not self.cycles \
+            and self.transport is not None and parser is not None and parser.pending is None \
+            and not parser.buffered and not self.proxy and not self.transport.get_write_buffer_size()
+
+    def close_idle(self) -> None:
+        """Close a connection that looks idle, unless request bytes wait in the kernel: the
+        loop reads and answers them next (with `Connection: close` when draining); closing
+        with unread input would reset the connection under the client's request."""
+        sock = self.transport.get_extra_info("socket")
+        waiting = b""
+        if sock is not None:
+            peek = socket.socket(fileno=sock.fileno())  # borrowed (uvloop's is a stand-in)
+            try:
+                waiting = peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except OSError:  # nothing waiting (EAGAIN), or the connection is already broken
+                pass
+            finally:
+                peek.detach()
+        if not waiting:
             self.close()
 
     def close(self) -> None:
@@ -707,6 +736,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         if why == "linger":
             self.abort()
+            return
+        if why == "keepalive" and cur is None:
+            self.close_idle()  # idle between requests, or nothing sent since it connected
             return
         if why in ("keepalive", "write", "proxy") or cur is not None and cur.started:
             if why == "write":

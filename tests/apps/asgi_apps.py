@@ -86,6 +86,14 @@ async def raw(scope, receive, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"transfer-encoding", b"chunked"), (b"connection", b"close"), (b"x-ok", b"1")]})
         await send({"type": "http.response.body", "body": b"hello"})
+    elif path == "/both-framings":  # Content-Length and Transfer-Encoding from the app: the server picks one
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"5"), (b"transfer-encoding", b"chunked")]})
+        await send({"type": "http.response.body", "body": b"he", "more_body": True})
+        await send({"type": "http.response.body", "body": b"llo"})
+    elif path == "/sub/a.txt":  # what the static tests' docroot serves there (tests/test_drain.py's clients)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"file a\n"})
     elif path == "/trailers":
         await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
         await send({"type": "http.response.body", "body": b"data", "more_body": False})
