@@ -217,10 +217,15 @@ class AsyncioWorker(Worker):
 
     def _reclaim(self) -> int:
         chosen = self.accept_policy.pick_idle(self._idle_connections(), _last_active)
+        closed = 0
         for conn in chosen:
-            conn.close()
-            self.forget(conn)  # its place is free now; connection_lost comes later
-        return len(chosen)
+            # A connection accepted a moment ago may not have had its first read yet: it
+            # looks idle with its request waiting in the kernel. Peek before closing, or the
+            # close would reset that request (close_idle).
+            if conn.close_idle():
+                self.forget(conn)  # its place is free now; connection_lost comes later
+                closed += 1
+        return closed
 
     async def _connect(self, sock, proto) -> None:
         try:

@@ -691,7 +691,7 @@ class HttpProtocol(asyncio.Protocol):
             and self.transport is not None and parser is not None and parser.pending is None \
             and not parser.buffered and not self.proxy and not self.transport.get_write_buffer_size()
 
-    def close_idle(self) -> None:
+    def close_idle(self) -> bool:
         """Close a connection that looks idle, unless request bytes wait in the kernel: the
         loop reads and answers them next (with `Connection: close` when draining); closing
         with unread input would reset the connection under the client's request."""
@@ -707,6 +707,7 @@ class HttpProtocol(asyncio.Protocol):
                 peek.detach()
         if not waiting:
             self.close()
+        return not waiting
 
     def close(self) -> None:
         if self.state != CLOSED and self.transport is not None:
