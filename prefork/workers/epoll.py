@@ -104,6 +104,10 @@ class Worker:
         self.pool: Optional[HandlerPool] = None  # --threads N > 1
         self.spool_threshold = cfg.spool_threshold
         self.websockets = 0  # open WebSockets (only the asyncio worker has any)
+        self.tls_context = None  # ssl.SSLContext for the TLS listeners; set by the master
+        self.tls_handshakes = 0  # handshakes finished / failed (closed before finishing)
+        self.tls_failures = 0
+        self.tls_server_cert = None  # its PEM, for the ASGI TLS extension
 
     # ------------------------------------------------------------------ set-up (child)
 
@@ -148,6 +152,10 @@ class Worker:
             else:
                 self.handler = StaticFiles(cfg.root, listing=cfg.listing, serve_dotfiles=cfg.serve_dotfiles,
                                            follow_symlinks=cfg.follow_symlinks, max_age=cfg.static_max_age)
+        if self.tls_context is not None:
+            from prefork.workers.tls import TLSSocket
+
+            self.tls_context.sslsocket_class = TLSSocket  # this process's copy of the context
         self.ep = select.epoll()
         self.ep.register(self._wake_r, select.EPOLLIN)
         if cfg.threads > 1:
@@ -191,12 +199,18 @@ class Worker:
         if cfg.access_log:
             self.access = AccessLog(cfg.access_log, cfg.access_log_format)
         self.trusted = TrustedProxies(parse_networks(cfg.forwarded_allow_ips))
+        if self.tls_context is not None:
+            from prefork.tls import server_cert_pem
+
+            self.tls_server_cert = server_cert_pem(cfg)
         self.proxy_protocol = cfg.proxy_protocol
 
     def _boot_accept(self) -> None:
         """The accept path's state, for either driver (the listeners are not polled yet)."""
         self._accepting = False
         self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
+        # The SSLContext of each TLS listener (plain ones are absent).
+        self._tls_of = {l.fileno(): self.tls_context for l in self.listeners if l.tls}
         self.accept_policy = AcceptPolicy(self.cfg.max_connections)
         self._listen_poll = select.poll()  # "is a client queued?" while not polling them
         for fd in self._listen_fds:
@@ -300,6 +314,7 @@ class Worker:
         conns = self.conns
         policy = self.accept_policy
         accepted = False
+        tls = self._tls_of.get(lsock.fileno()) if self._tls_of else None
         for _ in range(policy.batch(drain, make_room)):
             if policy.full(len(conns)) and not (make_room and self._reclaim()):
                 # Let the kernel queue hand clients to other workers meanwhile.
@@ -320,7 +335,7 @@ class Worker:
                     return
                 continue
             accepted = True
-            self._take(sock, addr)
+            self._take(sock, addr, tls)
         if accepted:
             policy.accepted()
             if self._accepting and not drain:
@@ -329,11 +344,17 @@ class Worker:
                 else:
                     self._rotate(lsock.fileno())
 
-    def _take(self, sock: socket.socket, addr) -> None:
+    def _take(self, sock: socket.socket, addr, tls=None) -> None:
+        """`tls`: the SSLContext when it came from a TLS listener."""
         sock.setblocking(False)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(self, sock, addr)
+        if tls is None:
+            conn = Connection(self, sock, addr)
+        else:
+            from prefork.workers.tls import TLSConnection
+
+            conn = TLSConnection(self, sock, addr, tls)
         self.conns[conn.fd] = conn
         self.ep.register(conn.fd, READ)
         # Most clients send their request right after connecting: try it now and
@@ -433,8 +454,9 @@ class Worker:
             state = conn.state
             writing = bool(conn.out) or state != OPEN
             why = expired(now, conn.last_active, conn.head_started, writing,
-                          not writing and conn.parser.pending is not None, cfg, state == LINGER,
-                          conn.served, bool(conn.proxy))
+                          not writing and conn.parser is not None and conn.parser.pending is not None,
+                          cfg, state == LINGER, conn.served, bool(conn.proxy),
+                          getattr(conn, "handshake_started", 0.0))
             if why is None:
                 continue
             idle = now - conn.last_active
@@ -447,6 +469,8 @@ class Worker:
                 conn.time_out(f"request head not complete after {cfg.header_timeout:g}s")
             elif why == "keepalive":
                 conn.close_idle()  # idle between requests, or nothing sent since it connected
+            elif why == "handshake":
+                conn.handshake_failed(f"not finished after {cfg.tls_handshake_timeout:g}s")
             else:  # "linger" over, or a PROXY header that never completes
                 conn.close()
         if self.access is not None:
