@@ -124,7 +124,9 @@ class Worker:
             if interface == "asgi":
                 from prefork.workers.aio import AsyncioWorker
 
-                return AsyncioWorker(self.cfg, self.listeners, self.status_fd, self.index, app).run()
+                worker = AsyncioWorker(self.cfg, self.listeners, self.status_fd, self.index, app)
+                worker.tls_context = self.tls_context
+                return worker.run()
             self.handler = app
         try:
             self._boot()

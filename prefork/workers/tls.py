@@ -49,6 +49,23 @@ class PlainHTTPOnTLSPort(ParseError):
     reason = "Bad Request: plain HTTP sent to an HTTPS port"  # the body says it
 
 
+def take_proxy_header(sock: socket.socket, held: bytes):
+    """Take the PROXY header from `sock`, and not one byte after it (the TLS handshake
+    follows): (None, client address or None) once it is whole, else (the bytes taken so
+    far, None). Raises ProxyProtocolError, BlockingIOError, or ConnectionResetError on EOF."""
+    data = sock.recv(PROXY_PEEK, _MSG_PEEK)
+    if not data:
+        raise ConnectionResetError("closed before its PROXY header")
+    buf = held + data
+    found = parse_proxy_header(buf)
+    if found is None:  # all of it belongs to the header
+        sock.recv(len(data))
+        return buf, None
+    used, client = found
+    sock.recv(used - len(held))
+    return None, client
+
+
 class TLSSocket(ssl.SSLSocket):
     """An SSLSocket for Connection's non-blocking code: "no data yet" is BlockingIOError, as
     on a plain socket; `want_read` / `want_write`: a send that waits for the socket to be
@@ -147,24 +164,14 @@ class TLSConnection(Connection):
         sock = self.sock
         try:
             if self.proxy is not None:
-                data = sock.recv(PROXY_PEEK, _MSG_PEEK)
-                if not data:
-                    self.close()
-                    return
-                buf = self.proxy + data
                 try:
-                    found = parse_proxy_header(buf)
+                    self.proxy, client = take_proxy_header(sock, self.proxy)
                 except ProxyProtocolError as exc:
                     log.warning("closing a connection from %s: %s", _peer(self.addr), exc)
                     self.close()
                     return
-                if found is None:  # all of it belongs to the header: take it
-                    sock.recv(len(data))
-                    self.proxy = buf
+                if self.proxy is not None:
                     return
-                used, client = found
-                sock.recv(used - len(self.proxy))
-                self.proxy = None
                 if client is not None:
                     self.addr = client
             first = sock.recv(1, _MSG_PEEK)
