@@ -48,7 +48,7 @@ class WorkerHandle:
 
     __slots__ = ("pid", "index", "pipe", "started", "last_beat", "ready", "requests", "by_class",
                  "connections", "busy_since", "buf", "retiring", "old", "stopping", "kill_at",
-                 "cause", "log_dropped", "websockets")
+                 "cause", "log_dropped", "websockets", "tls")
 
     def __init__(self, pid: int, index: int, pipe: int, now: float) -> None:
         self.pid = pid
@@ -69,6 +69,7 @@ class WorkerHandle:
         self.cause = ""  # why the master is replacing it, for the log and metrics
         self.log_dropped = (0, 0)  # access-log and error-log lines it could not write
         self.websockets = 0  # open WebSockets (asyncio workers)
+        self.tls = (0, 0)  # TLS handshakes finished, failed
 
     @property
     def counted(self) -> bool:
@@ -585,6 +586,7 @@ class Master:
             handle.connections, flags, handle.busy_since = record[7:10]
             handle.log_dropped = record[10:12]
             handle.websockets = record[12]
+            handle.tls = record[13:15]
             if not handle.ready:
                 handle.ready = True
                 log.info("Booted worker %d (pid %d)", handle.index, handle.pid)

@@ -10,6 +10,7 @@ import asyncio
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -219,7 +221,7 @@ def test_expired_and_wrong_host_certificates_seen_by_the_client(tls_server, cert
 
 
 def test_handshake_timeout_and_slowloris(tls_server, certs):
-    srv = tls_server("--tls-handshake-timeout", "1", app="tls_apps:app")
+    srv = tls_server("--tls-handshake-timeout", "1", "--metrics-bind", "127.0.0.1:0", app="tls_apps:app")
     silent = srv.connect()
     t0 = time.monotonic()
     assert recv_until_closed(silent) == b""  # closed, nothing said
@@ -251,6 +253,16 @@ def test_handshake_timeout_and_slowloris(tls_server, certs):
     with tls_connect(srv, certs.client_context()) as s:  # the worker serves on
         s.sendall(get(s, "/"))
         assert read_response(s)[2] == b"hello tls\n"
+    metrics_url = next(m.group(1) for m in map(re.compile(r"Metrics at (\S+)").search, srv.log) if m)
+    deadline = time.monotonic() + 10
+    while True:  # the counters arrive with the worker's next status record (once a second)
+        with urllib.request.urlopen(metrics_url, timeout=5) as r:
+            text = r.read().decode()
+        if 'prefork_tls_handshakes_total{result="ok"} 1' in text:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    assert 'prefork_tls_handshakes_total{result="failed"} 2' in text
 
 
 def test_plain_http_to_a_tls_port(tls_server, certs):

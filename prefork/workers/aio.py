@@ -252,6 +252,10 @@ class AsyncioWorker(Worker):
                 first = await asyncio.wait_for(self._hello(sock, proto), limit)
             except asyncio.TimeoutError:
                 raise TimeoutError(f"not finished after {limit:g}s") from None
+            if first == -1:  # closed without a word (a port check)
+                self.forget(proto)
+                sock.close()
+                return
             if first != TLS_HANDSHAKE:
                 await self._plain_on_tls_port(sock, proto)
                 return

@@ -55,10 +55,10 @@ log = logging.getLogger("prefork.error")
 # it wants to retire): magic, requests answered, answers by status class 1xx..5xx, open
 # connections, flags, and since when (time.monotonic, shared by all processes) the request
 # in progress has been running, 0 when none; then access-log and error-log lines dropped
-# because writing failed, and the WebSockets open (asyncio worker). Smaller than PIPE_BUF,
-# so writes are atomic.
-STATUS = struct.Struct("<4sQ5QIIdQQI")
-STATUS_MAGIC = b"PFw4"
+# because writing failed, the WebSockets open (asyncio worker), and TLS handshakes
+# finished and failed. Smaller than PIPE_BUF, so writes are atomic.
+STATUS = struct.Struct("<4sQ5QIIdQQIQQ")
+STATUS_MAGIC = b"PFw5"
 FLAG_RETIRING = 1  # reached --max-requests: start my replacement, then stop me
 # Exit code of a worker that could not boot: the master stops instead of fork-looping.
 EXIT_BOOT_ERROR = 3
@@ -499,7 +499,8 @@ class Worker:
                 STATUS_MAGIC, self.requests, c[1], c[2], c[3], c[4], c[5], len(self.conns),
                 FLAG_RETIRING if self.retiring else 0,
                 self.pool.oldest() if self.pool is not None else self.busy_since,
-                self.access.dropped if self.access is not None else 0, error_log_dropped(), self.websockets))
+                self.access.dropped if self.access is not None else 0, error_log_dropped(), self.websockets,
+                self.tls_handshakes, self.tls_failures))
         except BlockingIOError:
             pass  # the master is busy; the next beat will do
         except OSError:
