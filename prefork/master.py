@@ -97,6 +97,7 @@ class Master:
         self.successor = 0  # pid of the master USR2 started, while it runs
         self.reloading = False
         self.tls_context = None  # the ssl.SSLContext new workers get (--certfile)
+        self.tls_server_cert = None  # its certificate in PEM (read here: workers may not read the file)
         self.watchdog: Optional[float] = None
         self.next_watchdog = 0.0
 
@@ -112,13 +113,14 @@ class Master:
                         parser_choice.CYTHON_IMPORT_ERROR)
         raise_fd_limit(cfg.max_connections + 64)
         if cfg.tls:
-            from prefork.tls import TLSConfigError, make_context
+            from prefork.tls import TLSConfigError, make_context, server_cert_pem
 
             try:  # made before the fork: the workers share its session-ticket keys
                 self.tls_context = make_context(cfg)
             except TLSConfigError as exc:
                 log.error("%s", exc)
                 return 2
+            self.tls_server_cert = server_cert_pem(cfg)
         if cfg.config_file:
             log.info("Configuration read from %s", cfg.config_file)
         if cfg.umask is not None:
@@ -334,7 +336,7 @@ class Master:
         if self.cfg.tls:
             # New certificate files (or new contents at the same paths): new workers get
             # them only if they load; else the old workers serve on with the old ones.
-            from prefork.tls import TLSConfigError, make_context
+            from prefork.tls import TLSConfigError, make_context, server_cert_pem
 
             try:
                 context = make_context(self.cfg)
@@ -342,6 +344,7 @@ class Master:
                 log.error("HUP: not reloading, the old workers serve on with the old certificate: %s", exc)
                 return
             self.tls_context = context
+            self.tls_server_cert = server_cert_pem(self.cfg)
         self.last_load_error = ""
         log.info("HUP: reloading: %d new workers, then the old ones drain", self.num_workers)
         systemd.notify("RELOADING=1")
@@ -515,6 +518,7 @@ class Master:
             return
         worker = Worker(self.cfg, self.listeners, write_fd, index)
         worker.tls_context = self.tls_context
+        worker.tls_server_cert = self.tls_server_cert
         try:
             pid = self._fork()
         except OSError as exc:  # EAGAIN, ENOMEM

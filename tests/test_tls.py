@@ -18,7 +18,6 @@ import ssl
 import struct
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 

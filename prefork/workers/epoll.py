@@ -107,7 +107,7 @@ class Worker:
         self.tls_context = None  # ssl.SSLContext for the TLS listeners; set by the master
         self.tls_handshakes = 0  # handshakes finished / failed (closed before finishing)
         self.tls_failures = 0
-        self.tls_server_cert = None  # its PEM, for the ASGI TLS extension
+        self.tls_server_cert = None  # its certificate in PEM, for the ASGI TLS extension; set by the master
 
     # ------------------------------------------------------------------ set-up (child)
 
@@ -125,7 +125,7 @@ class Worker:
                 from prefork.workers.aio import AsyncioWorker
 
                 worker = AsyncioWorker(self.cfg, self.listeners, self.status_fd, self.index, app)
-                worker.tls_context = self.tls_context
+                worker.tls_context, worker.tls_server_cert = self.tls_context, self.tls_server_cert
                 return worker.run()
             self.handler = app
         try:
@@ -201,10 +201,6 @@ class Worker:
         if cfg.access_log:
             self.access = AccessLog(cfg.access_log, cfg.access_log_format)
         self.trusted = TrustedProxies(parse_networks(cfg.forwarded_allow_ips))
-        if self.tls_context is not None:
-            from prefork.tls import server_cert_pem
-
-            self.tls_server_cert = server_cert_pem(cfg)
         self.proxy_protocol = cfg.proxy_protocol
 
     def _boot_accept(self) -> None:
