@@ -522,6 +522,13 @@ class HttpProtocol(asyncio.Protocol):
             if not more and not cycle.trailers:
                 self.response_done(cycle)
             return
+        if mode == EXACT and not more and body and len(body) == length and not cycle.trailers:
+            # The whole body with its head: one write (over TLS, one record and one send).
+            cycle.left = 0
+            cycle.sent += len(body)
+            self.transport.write(data + body)
+            self.response_done(cycle)
+            return
         self.transport.write(data)
         self.write_body(cycle, body, more)
 
