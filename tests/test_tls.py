@@ -124,8 +124,9 @@ def port_of(srv) -> int:
 
 # ---------------------------------------------------------------------- the epoll worker
 
-def test_handshake_keepalive_and_pipelining(tls_server, certs):
-    srv = tls_server(app="tls_apps:app")
+@pytest.mark.parametrize("extra", [[], ["--threads", "2"]], ids=["loop", "threads"])
+def test_handshake_keepalive_and_pipelining(tls_server, certs, extra):
+    srv = tls_server(*extra, app="tls_apps:app")
     assert srv.urls[0].startswith("https://")
     with tls_connect(srv, certs.client_context()) as s:
         assert s.selected_alpn_protocol() == "http/1.1"
@@ -140,6 +141,10 @@ def test_handshake_keepalive_and_pipelining(tls_server, certs):
         status, _, body = read_response(s, buf=buf)
         info = json.loads(body)
         assert info["scheme"] == "https" and info["alpn"] == "http/1.1" and info["subject"] == ""
+        # A protocol error over TLS: its status, then the close (close_notify, then FIN).
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        assert read_response(s, buf=buf)[0] == 400
+        assert s.recv(100) == b""
 
 
 def test_pipelined_requests_split_across_records(tls_server, certs):
@@ -410,6 +415,35 @@ def test_bad_certificate_at_startup_is_one_line_and_exit_2(certs, tmp_path):
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and "error" in lines[0], (args, p.stderr)
         assert "Listening" not in p.stderr
+
+
+def test_context_settings_and_key_password(certs, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    from prefork.config import Config
+    from prefork.tls import TLSConfigError, make_context
+
+    leaf = certs.ca.issue_cert("localhost")
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    encrypted = tmp_path / "key.pem"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"s3cret")))
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("s3cret\n")
+    bad.write_text("wrong\n")
+    base = dict(certfile=str(chain), keyfile=str(encrypted))
+    ctx = make_context(Config(**base, keyfile_password_file=str(good)).validate())
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert ctx.options & ssl.OP_NO_COMPRESSION and ctx.options & ssl.OP_NO_RENEGOTIATION
+    assert not ctx.options & ssl.OP_NO_TICKET
+    assert ctx.verify_mode == ssl.CERT_NONE
+    assert all(c["protocol"] == "TLSv1.3" or "ECDHE" in c["name"] or "DHE" in c["name"] for c in ctx.get_ciphers())
+    assert make_context(Config(**base, keyfile_password_file=str(good), tls_min_version="1.3").validate()
+                        ).minimum_version == ssl.TLSVersion.TLSv1_3
+    with pytest.raises(TLSConfigError):
+        make_context(Config(**base, keyfile_password_file=str(bad)).validate())
 
 
 # ---------------------------------------------------------------------- the asyncio worker
