@@ -19,6 +19,8 @@ examples:
   prefork-http --threads 8 'myapp:create_app()' call a factory in each worker; 8 handler threads
   prefork-http --bind 0.0.0.0:8080 --bind unix:/run/app.sock
   prefork-http --bind 127.0.0.1:0               pick a free port (printed at startup)
+  prefork-http --certfile cert.pem --keyfile key.pem --bind 0.0.0.0:443 --bind-plain 0.0.0.0:80 app:app
+                                                HTTPS on 443, plain HTTP on 80
 
 signals to the master:
   TERM graceful stop            INT, QUIT quick stop
