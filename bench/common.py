@@ -99,31 +99,36 @@ def start_prefork(args: Sequence[str], cpu: str, workers: int = 1, cwd: Optional
 
 
 def start_process(cmd: Sequence[str], port: int, cpu: str, probe: str = "/", cwd: Optional[str] = None,
-                  env: Optional[Dict[str, str]] = None, timeout: float = 20.0) -> ServerProc:
-    """Any other server, pinned; ready when GET `probe` answers 200."""
+                  env: Optional[Dict[str, str]] = None, timeout: float = 20.0, tls: bool = False) -> ServerProc:
+    """Any other server, pinned; ready when GET `probe` answers 200 (over TLS with `tls`)."""
     full_cmd = ["taskset", "-c", cpu, *cmd]
     proc = subprocess.Popen(full_cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     log: List[str] = []
     threading.Thread(target=_drain, args=(proc.stderr, log), daemon=True).start()
     try:
-        wait_answering(port, proc, probe, timeout)
+        wait_answering(port, proc, probe, timeout, tls)
     except Exception:
         stop(proc)
         raise RuntimeError(f"{cmd[0]} did not start:\n" + "".join(log))
-    return ServerProc(proc, f"http://127.0.0.1:{port}", full_cmd, log)
+    return ServerProc(proc, f"{'https' if tls else 'http'}://127.0.0.1:{port}", full_cmd, log)
 
 
-def wait_answering(port: int, proc, probe: str = "/", timeout: float = 20.0) -> None:
+def wait_answering(port: int, proc, probe: str = "/", timeout: float = 20.0, tls: bool = False) -> None:
     """Poll until GET `probe` answers 200: for servers that print nothing when ready.
     (A benchmark, not a test: polling for start-up is fine here.)"""
+    if tls:
+        import ssl
+
+        context = ssl._create_unverified_context()
     deadline = time.monotonic() + timeout
     request = f"GET {probe} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode()
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw:
+                s = context.wrap_socket(raw) if tls else raw
                 s.sendall(request)
                 if s.recv(100).split(b" ", 2)[1:2] == [b"200"]:
                     return
@@ -320,6 +325,46 @@ def machine() -> Dict[str, str]:
 
 
 # nginx as the static-file peer: its own config, one worker, sendfile on, no access log.
+def make_certificate(folder: str) -> tuple:
+    """(certificate, key) paths: a self-signed ECDSA P-256 certificate for 127.0.0.1 made
+    with the openssl command, which every TLS row uses (the same certificate for all)."""
+    cert, key = os.path.join(folder, "tls-cert.pem"), os.path.join(folder, "tls-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    os.chmod(key, 0o644)  # nginx's workers run as another user
+    return cert, key
+
+
+NGINX_TLS_CONF = """\
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx-tls.pid;
+error_log {tmp}/error-tls.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        root {www};
+        location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
+    }}
+}}
+"""
+
 NGINX_CONF = """\
 worker_processes 1;
 daemon off;

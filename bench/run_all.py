@@ -52,8 +52,9 @@ from collections import Counter
 from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (NGINX_CONF, BENCH, BIN, PY, ROOT, MemorySampler, ServerProc, descendants, free_port,  # noqa: E402
-                    machine, missing_tools, start_prefork, start_process, stop, tool, wrk)
+from common import (NGINX_CONF, NGINX_TLS_CONF, BENCH, BIN, PY, ROOT, MemorySampler, ServerProc,  # noqa: E402
+                    descendants, free_port, machine, make_certificate, missing_tools, start_prefork, start_process,
+                    stop, tool, wrk)
 
 sys.path.insert(0, ROOT)
 
@@ -78,6 +79,10 @@ WORKLOADS = {
     "static-1k": ("static 1 KiB", "GET", "/1024.bin", None, 1024),
     "static-64k": ("static 64 KiB", "GET", "/65536.bin", None, 64 * 1024),
     "static-10m": ("static 10 MiB", "GET", "/10485760.bin", None, 10 * 1024 * 1024),
+    # issue 14: over TLS, one self-signed ECDSA P-256 certificate for every server;
+    # `close` is a new connection, hence a full handshake, per request (handshakes/s)
+    "tls-hello": ("TLS hello, GET / (13 B); close = a handshake per request", "GET", "/", b"Hello, World!", 0),
+    "tls-static-64k": ("TLS static 64 KiB", "GET", "/65536.bin", None, 64 * 1024),
 }
 MODES = {"keep-alive": [], "close": ["-H", "Connection: close"]}
 # workloads run with keep-alive only (the rest: keep-alive and close)
@@ -154,25 +159,32 @@ def _gunicorn(worker_class: str):
     return start
 
 
-def _uvicorn(ctx, cpu, workers):
+def _uvicorn(ctx, cpu, workers, tls=False):
     port = free_port()
+    extra = ["--ssl-certfile", ctx["cert"], "--ssl-keyfile", ctx["key"]] if tls else []
     return start_process([os.path.join(BIN, "uvicorn"), "--host", "127.0.0.1", "--port", str(port),
                           "--workers", str(workers), "--http", "httptools", "--loop", "uvloop", "--ws", "websockets",
-                          "--no-access-log", "--log-level", "warning", "--app-dir", BENCH,
-                          ctx.get("app") or "hello:asgi"], port, cpu, env=ctx["env"], probe=ctx["probe"])
+                          "--no-access-log", "--log-level", "warning", "--app-dir", BENCH, *extra,
+                          ctx.get("app") or "hello:asgi"], port, cpu, env=ctx["env"], probe=ctx["probe"], tls=tls)
 
 
-def _granian(interface: str, static: bool = False):
+def _uvicorn_tls(ctx, cpu, workers):
+    return _uvicorn(ctx, cpu, workers, tls=True)
+
+
+def _granian(interface: str, static: bool = False, tls: bool = False):
     def start(ctx, cpu, workers):
         port = free_port()
         extra = ["--loop", "uvloop"] if interface == "asgi" else []
         if static:
             extra += ["--static-path-route", "/static", "--static-path-mount", ctx["www"]]
+        if tls:
+            extra += ["--ssl-certificate", ctx["cert"], "--ssl-keyfile", ctx["key"], "--ssl-protocol-min", "tls1.2"]
         return start_process([os.path.join(BIN, "granian"), "--interface", interface, "--host", "127.0.0.1",
                               "--port", str(port), "--workers", str(workers), "--runtime-threads", "1", *extra,
                               "--no-access-log", "--log-level", "warning", "--working-dir", BENCH,
                               ctx.get("app") or ("hello:asgi" if interface == "asgi" else "hello:wsgi")],
-                             port, cpu, env=ctx["env"], probe=ctx["probe"])
+                             port, cpu, env=ctx["env"], probe=ctx["probe"], tls=tls)
     return start
 
 
@@ -207,6 +219,19 @@ def _nginx(ctx, cpu, workers):
     return start_process(["nginx", "-c", conf, "-p", ctx["tmp"]], port, cpu, probe="/1024.bin")
 
 
+def _nginx_tls(ctx, cpu, workers):
+    port = free_port()
+    conf = os.path.join(ctx["tmp"], "nginx-tls.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_TLS_CONF.format(tmp=ctx["tmp"], www=ctx["www"], port=port, cert=ctx["cert"], key=ctx["key"])
+                .replace("worker_processes 1;", f"worker_processes {workers};"))
+    return start_process(["nginx", "-c", conf, "-p", ctx["tmp"]], port, cpu, probe="/1024.bin", tls=True)
+
+
+def _tls_check() -> str:
+    return "" if shutil.which("openssl") else "the openssl command (to make the certificate) is not installed"
+
+
 def _stdlib(ctx, cpu, workers):
     port = free_port()
     return start_process([PY, "-c", STDLIB_SERVER, str(port), ctx["www"]], port, cpu, probe="/1024.bin")
@@ -231,6 +256,8 @@ def _gunicorn_asgi_check() -> str:
 APP_WORKLOADS = ("hello", "echo")
 PIPELINED = APP_WORKLOADS + ("hello-pipelined",)
 STATIC_WORKLOADS = ("static-1k", "static-64k", "static-10m")
+FILE_WORKLOADS = STATIC_WORKLOADS + ("tls-static-64k",)  # granian serves these under its /static prefix
+TLS_ARGS = ("--certfile", "{cert}", "--keyfile", "{key}")
 ASGI_APPS = {"hello": "hello:asgi", "echo": "hello:asgi", "starlette-hello": "asgi_apps:starlette",
              "fastapi-json": "asgi_apps:fastapi", "starlette-file-1k": "asgi_apps:starlette",
              "ws-echo": "asgi_apps:starlette"}
@@ -274,6 +301,19 @@ SETUPS = [
     Setup("nginx", STATIC_WORKLOADS, _nginx, needs=("nginx",)),
     Setup("granian static", STATIC_WORKLOADS, _granian("wsgi", static=True), needs=(GRANIAN,), prefix="/static"),
     Setup("http.server", STATIC_WORKLOADS, _stdlib),
+    # issue 14: TLS
+    Setup("prefork-app tls cython", ("tls-hello",), _prefork("cython", *TLS_ARGS, "--chdir", "{bench}", "hello:app"),
+          parser="cython", family="prefork-app tls", check=_tls_check),
+    Setup("prefork-asgi tls cython", ("tls-hello",),
+          _prefork("cython", *TLS_ARGS, "--interface", "asgi", "--loop", "auto", "--chdir", "{bench}", "hello:asgi"),
+          parser="cython", family="prefork-asgi tls", check=_tls_check),
+    Setup("prefork-static tls cython", ("tls-static-64k",), _prefork("cython", *TLS_ARGS, "--root", "{www}"),
+          parser="cython", family="prefork-static tls", check=_tls_check),
+    Setup("nginx tls", ("tls-hello", "tls-static-64k"), _nginx_tls, needs=("nginx",), check=_tls_check),
+    Setup("uvicorn tls", ("tls-hello",), _uvicorn_tls, needs=(UVICORN,), check=_tls_check),
+    Setup("granian wsgi tls", ("tls-hello",), _granian("wsgi", tls=True), needs=(GRANIAN,), check=_tls_check),
+    Setup("granian static tls", ("tls-static-64k",), _granian("wsgi", static=True, tls=True), needs=(GRANIAN,),
+          prefix="/static", check=_tls_check),
 ]
 # the "vs" columns of each table: the peers, by kind of workload (rows show every server)
 APP_PEERS = ("gunicorn gthread", "uvicorn httptools", "granian wsgi", "bjoern", "granian asgi")
@@ -281,12 +321,15 @@ ASGI_PEERS = ("uvicorn httptools", "granian asgi", "gunicorn asgi")
 STATIC_PEERS = ("nginx", "granian static", "http.server")
 PEERS = {"hello": APP_PEERS, "hello-pipelined": APP_PEERS, "echo": APP_PEERS,
          **{w: ASGI_PEERS for w in ASGI_WORKLOADS if w not in APP_WORKLOADS},
-         **{w: STATIC_PEERS for w in STATIC_WORKLOADS}}
+         **{w: STATIC_PEERS for w in STATIC_WORKLOADS},
+         "tls-hello": ("uvicorn tls", "granian wsgi tls", "nginx tls"),
+         "tls-static-64k": ("nginx tls", "granian static tls")}
 
 
 # --only accepts these names for sets of workloads
 GROUPS = {"app": list(PIPELINED), "asgi": list(ASGI_WORKLOADS), "static": list(STATIC_WORKLOADS),
-          "issue12": list(ASGI_WORKLOADS), "issue13": ["hello", "hello-pipelined", *STATIC_WORKLOADS]}
+          "issue12": list(ASGI_WORKLOADS), "issue13": ["hello", "hello-pipelined", *STATIC_WORKLOADS],
+          "tls": ["tls-hello", "tls-static-64k"], "issue14": ["tls-hello", "tls-static-64k"]}
 
 
 # ---------------------------------------------------------------------------- one run
@@ -300,10 +343,15 @@ def check_answer(url: str, workload: str, files: Dict[str, bytes], prefix: str =
         return check_ws(url.replace("http://", "ws://") + path)
     if workload == "hello-pipelined":
         return check_pipelined(url, path, expected)
-    if workload in STATIC_WORKLOADS:
+    if workload in FILE_WORKLOADS:
         path = prefix + path
     host, port = url.split("//", 1)[1].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    if url.startswith("https://"):
+        import ssl
+
+        conn = http.client.HTTPSConnection(host, int(port), timeout=10, context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
         body = ECHO_BODY.encode() if method == "POST" else None
         conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
@@ -379,7 +427,7 @@ def run_setup(setup: Setup, workloads, ctx: dict, args, results: list, memory: d
         groups.setdefault(setup.apps.get(workload, ""), []).append(workload)
     for app, group in groups.items():
         first = group[0]
-        probe = "/starlette" if first == "ws-echo" else setup.prefix * (first in STATIC_WORKLOADS) + WORKLOADS[first][2]
+        probe = "/starlette" if first == "ws-echo" else setup.prefix * (first in FILE_WORKLOADS) + WORKLOADS[first][2]
         try:
             server = setup.start(dict(ctx, app=app, probe=probe), SERVER_CPU)
         except RuntimeError as exc:
@@ -423,7 +471,7 @@ def run_workload(setup: Setup, server: ServerProc, workload: str, ctx: dict, arg
             r = ws_echo(url, WRK_CPU, args.duration, CONNECTIONS)
             commands.append(("client", f"{setup.name} {workload}", " ".join(r["cmd"])))
         else:
-            url = server.url + setup.prefix * (workload in STATIC_WORKLOADS) + path
+            url = server.url + setup.prefix * (workload in FILE_WORKLOADS) + path
             script = {"echo": ctx["echo_lua"], "hello-pipelined": ctx["pipeline_lua"]}.get(workload)
             wrk(url, WRK_CPU, 1, CONNECTIONS, extra, script)  # warm-up
             r = wrk(url, WRK_CPU, args.duration, CONNECTIONS, extra, script)
@@ -641,6 +689,13 @@ def targets(results, scaling, cython: bool, baseline: Optional[Dict[str, float]]
                                 "--pipelined-baseline app=N wsgi=N)", "NOT MEASURED"))
         else:
             verdict_row(label, num, now, {"rps": baseline[num], "server": "baseline"}, 2.0)
+    # issue 14: TLS
+    tapp, tasgi = f"prefork-app tls {p}", f"prefork-asgi tls {p}"
+    ratio_row("#14 TLS hello (App) keep-alive ≥ 1.3× uvicorn+httptools", tapp, "uvicorn tls", "tls-hello", 1.3)
+    ratio_row("#14 TLS hello (App) keep-alive ≥ 1.0× granian WSGI", tapp, "granian wsgi tls", "tls-hello", 1.0)
+    ratio_row("#14 TLS raw ASGI hello keep-alive ≥ 1.3× uvicorn+httptools", tasgi, "uvicorn tls", "tls-hello", 1.3)
+    ratio_row("#14 TLS handshakes/s (hello, new connection per request, App) ≥ 0.8× nginx", tapp, "nginx tls",
+              "tls-hello", 0.8, mode="close")
     ratio_row("#13 hello (App) keep-alive --threads 4 ≥ 0.7× --threads 1", f"{app} --threads 4", app, "hello", 0.7)
     on, off = _get(results, f"{app} --access-log", "hello"), _get(results, app, "hello")
     label = "#13 access log to a file costs < 15% (hello App keep-alive, --access-log vs off)"
@@ -962,7 +1017,11 @@ def main() -> int:
     with open(echo_lua, "w") as f:
         f.write('wrk.method = "POST"\nwrk.body = [[%s]]\nwrk.headers["Content-Type"] = "application/json"\n'
                 % ECHO_BODY)
-    ctx = {"www": www, "tmp": tmp, "bench": BENCH, "files": files, "echo_lua": echo_lua, "pipeline_lua": pipeline_lua, "left_out": [],
+    try:
+        cert, key = make_certificate(tmp)
+    except (OSError, subprocess.CalledProcessError):
+        cert = key = ""  # the TLS setups then fail to start and are left out with the reason
+    ctx = {"cert": cert, "key": key, "www": www, "tmp": tmp, "bench": BENCH, "files": files, "echo_lua": echo_lua, "pipeline_lua": pipeline_lua, "left_out": [],
            "env": dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, BENCH]))}
 
     data = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

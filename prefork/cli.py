@@ -19,6 +19,8 @@ examples:
   prefork-http --threads 8 'myapp:create_app()' call a factory in each worker; 8 handler threads
   prefork-http --bind 0.0.0.0:8080 --bind unix:/run/app.sock
   prefork-http --bind 127.0.0.1:0               pick a free port (printed at startup)
+  prefork-http --certfile cert.pem --keyfile key.pem --bind 0.0.0.0:443 --bind-plain 0.0.0.0:80 app:app
+                                                HTTPS on 443, plain HTTP on 80
 
 signals to the master:
   TERM graceful stop            INT, QUIT quick stop
@@ -223,6 +225,26 @@ def build_argparser() -> argparse.ArgumentParser:
                    help="seconds between pings on a WebSocket, 0 for none (default %(default)s)")
     p.add_argument("--ws-ping-timeout", type=_positive_float, default=d.ws_ping_timeout,
                    help="seconds to wait for a pong before closing with 1011 (default %(default)s)")
+    g = p.add_argument_group("TLS", "with --certfile, every --bind serves HTTPS; --bind-plain adds plain "
+                                    "HTTP listeners beside them. HUP reloads the files.")
+    g.add_argument("--certfile", metavar="FILE",
+                   help="PEM certificate (chain); turns TLS on for every --bind")
+    g.add_argument("--keyfile", metavar="FILE", help="PEM private key (default: in --certfile)")
+    g.add_argument("--keyfile-password-file", metavar="FILE",
+                   help="a file whose first line is the password of an encrypted --keyfile")
+    g.add_argument("--ca-certs", metavar="FILE",
+                   help="PEM CA bundle that client certificates must chain to (mutual TLS)")
+    g.add_argument("--cert-reqs", choices=("none", "optional", "required"), default=d.cert_reqs,
+                   help="ask clients for a certificate: none, optional (verified when given) or "
+                        "required (default %(default)s)")
+    g.add_argument("--ciphers", default=d.ciphers, metavar="LIST",
+                   help="OpenSSL cipher list for TLS 1.2 (default: Mozilla intermediate)")
+    g.add_argument("--tls-min-version", choices=("1.2", "1.3"), default=d.tls_min_version,
+                   help="oldest TLS version accepted (default %(default)s)")
+    g.add_argument("--tls-handshake-timeout", type=_positive_float, default=d.tls_handshake_timeout,
+                   help="seconds from accept to a finished handshake, else close (default %(default)s)")
+    g.add_argument("--bind-plain", dest="plain_binds", action="append", type=_bind, metavar="ADDR",
+                   help="a plain HTTP listener beside the TLS ones (with --certfile); repeatable")
     g = p.add_argument_group("configuration")
     g.add_argument("--config", metavar="FILE",
                    help="read options from this TOML file (keys are the long option names); "
@@ -578,6 +600,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except parser_choice.ParserUnavailable as exc:
         print(f"prefork-http: error: --parser cython: {exc}", file=sys.stderr)
         return 2
+    if cfg.certfile is not None:
+        from prefork import tls
+
+        error = tls.check(cfg)
+        if error:
+            print(f"prefork-http: error: {error}", file=sys.stderr)
+            return 2
     if cfg.loop == "uvloop":
         import importlib.util
 

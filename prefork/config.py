@@ -77,6 +77,15 @@ ACCESS_LOG_FORMATS = ("combined", "json")
 INTERFACES = ("auto", "app", "wsgi", "asgi")
 LOOPS = ("auto", "asyncio", "uvloop")
 LIFESPANS = ("auto", "on", "off")
+CERT_REQS = ("none", "optional", "required")
+TLS_VERSIONS = ("1.2", "1.3")
+# Mozilla's "intermediate" configuration (ssl-config.mozilla.org, guideline 5.7): TLS 1.2
+# suites with forward secrecy and AEAD only. TLS 1.3 suites are OpenSSL's defaults, which
+# are the same three Mozilla lists; set_ciphers() does not touch them.
+DEFAULT_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                   "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                   "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+                   "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +145,21 @@ class Config:
     allow_root: bool = False  # let workers run as root without a warning (or --user root)
     chdir: Optional[str] = None  # the folder changed to at startup (cli.parse_config does it)
     config_file: Optional[str] = None  # the TOML file read (absolute), re-read on HUP
+    # TLS (prefork/tls.py). With a certificate, every --bind serves TLS; --bind-plain adds
+    # plain listeners beside them.
+    certfile: Optional[str] = None  # PEM certificate chain; with keyfile, TLS on every --bind
+    keyfile: Optional[str] = None  # PEM private key (default: in certfile)
+    keyfile_password_file: Optional[str] = None  # a file whose first line decrypts keyfile
+    ca_certs: Optional[str] = None  # PEM CA bundle that client certificates must chain to
+    cert_reqs: str = "none"  # none | optional | required: ask for a client certificate
+    ciphers: str = DEFAULT_CIPHERS  # OpenSSL cipher list for TLS 1.2
+    tls_min_version: str = "1.2"  # 1.2 | 1.3
+    tls_handshake_timeout: float = 10.0  # seconds from accept to a finished handshake
+    plain_binds: Tuple[BindSpec, ...] = ()  # plain HTTP listeners beside the TLS ones
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
 
     def validate(self) -> "Config":
         if not self.binds:
@@ -145,7 +169,7 @@ class Config:
         if self.parser not in ("auto", "cython", "python"):
             raise ConfigError(f"--parser must be auto, cython or python (got {self.parser!r})")
         for name in ("timeout", "boot_timeout", "graceful_timeout", "keepalive",
-                     "header_timeout", "body_timeout", "write_timeout"):
+                     "header_timeout", "body_timeout", "write_timeout", "tls_handshake_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be greater than 0")
         for name in ("backlog", "max_connections", "limit_request_line",
@@ -186,6 +210,7 @@ class Config:
         for folder in self.reload_dirs:
             if not os.path.isdir(folder):
                 raise ConfigError(f"--reload-dir {folder!r} is not a directory")
+        self._validate_tls()
         if not os.path.isdir(self.root):
             raise ConfigError(f"--root {self.root!r} is not a directory")
         if self.log_level not in ("debug", "info", "warning", "error", "critical"):
@@ -196,3 +221,28 @@ class Config:
                 if not os.path.isdir(folder):
                     raise ConfigError(f"{name} {path!r}: folder {folder!r} does not exist")
         return self
+
+    def _validate_tls(self) -> None:
+        """The TLS options agree with each other and name readable files; whether the files
+        hold a usable certificate and key is prefork.tls.check's (it needs ssl)."""
+        if self.cert_reqs not in CERT_REQS:
+            raise ConfigError(f"--cert-reqs must be one of {', '.join(CERT_REQS)}")
+        if self.tls_min_version not in TLS_VERSIONS:
+            raise ConfigError(f"--tls-min-version must be one of {', '.join(TLS_VERSIONS)}")
+        if self.certfile is None:
+            for name in ("keyfile", "keyfile_password_file", "ca_certs"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"--{name.replace('_', '-')} needs --certfile")
+            if self.cert_reqs != "none":
+                raise ConfigError("--cert-reqs needs --certfile")
+            if self.plain_binds:
+                raise ConfigError("--bind-plain needs --certfile (without it every --bind is plain)")
+            return
+        if self.cert_reqs != "none" and self.ca_certs is None:
+            raise ConfigError(f"--cert-reqs {self.cert_reqs} needs --ca-certs (the CAs client "
+                              "certificates must chain to)")
+        for name in ("certfile", "keyfile", "keyfile_password_file", "ca_certs"):
+            path = getattr(self, name)
+            if path is not None and not os.access(path, os.R_OK):
+                why = "does not exist" if not os.path.exists(path) else "is not readable"
+                raise ConfigError(f"--{name.replace('_', '-')} {path!r} {why}")

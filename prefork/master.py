@@ -48,7 +48,7 @@ class WorkerHandle:
 
     __slots__ = ("pid", "index", "pipe", "started", "last_beat", "ready", "requests", "by_class",
                  "connections", "busy_since", "buf", "retiring", "old", "stopping", "kill_at",
-                 "cause", "log_dropped", "websockets")
+                 "cause", "log_dropped", "websockets", "tls")
 
     def __init__(self, pid: int, index: int, pipe: int, now: float) -> None:
         self.pid = pid
@@ -69,6 +69,7 @@ class WorkerHandle:
         self.cause = ""  # why the master is replacing it, for the log and metrics
         self.log_dropped = (0, 0)  # access-log and error-log lines it could not write
         self.websockets = 0  # open WebSockets (asyncio workers)
+        self.tls = (0, 0)  # TLS handshakes finished, failed
 
     @property
     def counted(self) -> bool:
@@ -95,6 +96,8 @@ class Master:
         self.handed_over = False  # after USR2: the sockets belong to the new master too
         self.successor = 0  # pid of the master USR2 started, while it runs
         self.reloading = False
+        self.tls_context = None  # the ssl.SSLContext new workers get (--certfile)
+        self.tls_server_cert = None  # its certificate in PEM (read here: workers may not read the file)
         self.watchdog: Optional[float] = None
         self.next_watchdog = 0.0
 
@@ -109,12 +112,22 @@ class Master:
             log.warning("the Cython parser is not built (%s); using the pure-Python parser",
                         parser_choice.CYTHON_IMPORT_ERROR)
         raise_fd_limit(cfg.max_connections + 64)
+        if cfg.tls:
+            from prefork.tls import TLSConfigError, make_context, server_cert_pem
+
+            try:  # made before the fork: the workers share its session-ticket keys
+                self.tls_context = make_context(cfg)
+            except TLSConfigError as exc:
+                log.error("%s", exc)
+                return 2
+            self.tls_server_cert = server_cert_pem(cfg)
         if cfg.config_file:
             log.info("Configuration read from %s", cfg.config_file)
         if cfg.umask is not None:
             os.umask(cfg.umask)
         try:
-            self.listeners = open_listeners(cfg.binds, cfg.backlog)
+            self.listeners = open_listeners(cfg.binds, cfg.backlog, tls=cfg.tls)
+            self.listeners += open_listeners(cfg.plain_binds, cfg.backlog)
             self._socket_permissions()
             if cfg.metrics_bind is not None:
                 self.metrics = MetricsServer(cfg.metrics_bind)
@@ -320,6 +333,18 @@ class Master:
                     log.error("HUP: not reloading, the old workers serve on: %s", error)
                 self.last_load_error = error
                 return
+        if self.cfg.tls:
+            # New certificate files (or new contents at the same paths): new workers get
+            # them only if they load; else the old workers serve on with the old ones.
+            from prefork.tls import TLSConfigError, make_context, server_cert_pem
+
+            try:
+                context = make_context(self.cfg)
+            except TLSConfigError as exc:
+                log.error("HUP: not reloading, the old workers serve on with the old certificate: %s", exc)
+                return
+            self.tls_context = context
+            self.tls_server_cert = server_cert_pem(self.cfg)
         self.last_load_error = ""
         log.info("HUP: reloading: %d new workers, then the old ones drain", self.num_workers)
         systemd.notify("RELOADING=1")
@@ -331,7 +356,7 @@ class Master:
 
     # What a reload cannot change: the sockets are bound, the parser loaded, the privileges
     # and the watcher set up. Reported as ignored when the file changes them.
-    FIXED_ON_RELOAD = ("binds", "metrics_bind", "backlog", "parser", "pid_file", "user", "group",
+    FIXED_ON_RELOAD = ("binds", "plain_binds", "metrics_bind", "backlog", "parser", "pid_file", "user", "group",
                        "umask", "socket_mode", "allow_root", "chdir", "reload", "reload_dirs",
                        "reload_include", "reload_exclude")
 
@@ -352,6 +377,10 @@ class Master:
                 log.warning("HUP: %s changed (to %s), but cannot change on reload (restart the "
                             "server); ignored", option.get(name, name.replace("_", "-")), shown)
         new = dataclasses.replace(new, **{name: getattr(old, name) for name in self.FIXED_ON_RELOAD})
+        if new.tls != old.tls:  # the listeners were bound TLS or plain
+            log.warning("HUP: certfile %s, but TLS cannot be turned on or off on reload (restart the "
+                        "server); ignored", "set" if new.tls else "removed")
+            new = dataclasses.replace(new, **{name: getattr(old, name) for name in TLS_FIELDS})
         changed = [f.name for f in dataclasses.fields(Config) if getattr(new, f.name) != getattr(old, f.name)]
         if changed:
             log.info("HUP: configuration changed: %s", ", ".join(n.replace("_", "-") for n in changed))
@@ -488,6 +517,8 @@ class Master:
             self.next_spawn = now + SPAWN_RETRY
             return
         worker = Worker(self.cfg, self.listeners, write_fd, index)
+        worker.tls_context = self.tls_context
+        worker.tls_server_cert = self.tls_server_cert
         try:
             pid = self._fork()
         except OSError as exc:  # EAGAIN, ENOMEM
@@ -559,6 +590,7 @@ class Master:
             handle.connections, flags, handle.busy_since = record[7:10]
             handle.log_dropped = record[10:12]
             handle.websockets = record[12]
+            handle.tls = record[13:15]
             if not handle.ready:
                 handle.ready = True
                 log.info("Booted worker %d (pid %d)", handle.index, handle.pid)
@@ -706,6 +738,10 @@ class Master:
                 if exc.errno != errno.ENOENT:
                     log.warning("cannot remove pid file: %s", exc)
         log.info("Shutting down")
+
+
+TLS_FIELDS = ("certfile", "keyfile", "keyfile_password_file", "ca_certs", "cert_reqs", "ciphers",
+              "tls_min_version", "tls_handshake_timeout")
 
 
 def raise_fd_limit(needed: int) -> None:

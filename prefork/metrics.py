@@ -41,6 +41,7 @@ class Totals:
         self.restarts: Dict[str, int] = dict.fromkeys(RESTART_CAUSES, 0)
         self.timeouts = 0
         self.log_dropped = [0, 0]  # access, error: lines of exited workers
+        self.tls = [0, 0]  # TLS handshakes finished, failed, by exited workers
 
     def absorb(self, handle) -> None:
         self.requests += handle.requests
@@ -48,6 +49,8 @@ class Totals:
             self.by_class[i] += n
         for i, n in enumerate(handle.log_dropped):
             self.log_dropped[i] += n
+        for i, n in enumerate(handle.tls):
+            self.tls[i] += n
 
 
 def render(totals: Totals, workers, master_log_dropped: int = 0) -> bytes:
@@ -92,6 +95,17 @@ def render(totals: Totals, workers, master_log_dropped: int = 0) -> bytes:
         dropped[0] += h.log_dropped[0]
         dropped[1] += h.log_dropped[1]
     lines += [f'prefork_log_lines_dropped_total{{log="{k}"}} {n}' for k, n in zip(LOG_KINDS, dropped)]
+    tls = list(totals.tls)
+    for h in workers:
+        tls[0] += h.tls[0]
+        tls[1] += h.tls[1]
+    lines += [
+        "# HELP prefork_tls_handshakes_total TLS handshakes, finished (ok) or not (failed: refused, "
+        "timed out, or the client left).",
+        "# TYPE prefork_tls_handshakes_total counter",
+        f'prefork_tls_handshakes_total{{result="ok"}} {tls[0]}',
+        f'prefork_tls_handshakes_total{{result="failed"}} {tls[1]}',
+    ]
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -15,12 +15,13 @@ class BindError(OSError):
 
 
 class Listener:
-    __slots__ = ("sock", "spec", "url")
+    __slots__ = ("sock", "spec", "url", "tls")
 
     def __init__(self, sock: socket.socket, spec: BindSpec, url: str) -> None:
         self.sock = sock
         self.spec = spec
         self.url = url
+        self.tls = False  # its connections start with a TLS handshake (--certfile)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -90,7 +91,8 @@ def _inherited(spec: BindSpec) -> Listener:
     return Listener(sock, spec, url)
 
 
-def open_listeners(specs, backlog: int) -> List[Listener]:
+def open_listeners(specs, backlog: int, tls: bool = False) -> List[Listener]:
+    """Bind `specs`; `tls`: they serve HTTPS (their URLs say https://)."""
     listeners: List[Listener] = []
     try:
         for spec in specs:
@@ -105,6 +107,12 @@ def open_listeners(specs, backlog: int) -> List[Listener]:
             listener.close()
         raise
     for listener in listeners:
+        if tls:
+            listener.tls = True
+            if listener.url.startswith("http://"):
+                listener.url = "https://" + listener.url[7:]
+            else:
+                listener.url += " (TLS)"
         listener.sock.setblocking(False)
         os.set_inheritable(listener.fileno(), False)  # workers get them by fork, not exec
     return listeners

@@ -101,6 +101,7 @@ def test_chunks_and_trailers(mod):
 
 class Limits:
     write_timeout, body_timeout, header_timeout, keepalive = 30, 20, 10, 5
+    tls_handshake_timeout = 3
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -143,6 +144,17 @@ def test_accepts_trailers_from_parsed_requests(mod, raw, version, expected):
     ((100, 94, 0, False, False), {"served": False}, "keepalive"),  # both: keepalive, 5 s
 ])
 def test_expired_linger_proxy_first_byte(args, kw, expected):
+    assert core.expired(*args, Limits, **kw) == expected
+
+
+@pytest.mark.parametrize("args,kw,expected", [
+    ((100, 99, 0, False, False), {"handshake_started": 98, "served": False}, None),
+    ((100, 99, 0, False, False), {"handshake_started": 96, "served": False}, "handshake"),  # busy, not alive
+    ((100, 90, 0, False, False), {"handshake_started": 98, "served": False}, None),  # not the first-byte rule
+    ((100, 99, 0, False, False), {"handshake_started": 96, "proxy_partial": True}, "handshake"),
+    ((100, 97, 0, False, False), {"handshake_started": 90, "lingering": True}, "linger"),  # the 400 went out
+])
+def test_expired_tls_handshake(args, kw, expected):
     assert core.expired(*args, Limits, **kw) == expected
 
 

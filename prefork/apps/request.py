@@ -200,11 +200,18 @@ class Request:
 
     @property
     def scheme(self) -> str:
-        """"https" when a trusted proxy says the client used it, else "http"."""
+        """"https" on a TLS connection, or when a trusted proxy says the client used it;
+        else "http"."""
         conn = self._conn
         if conn is not None and conn.trusted:
             return conn.client(self._req)[1]
-        return "http"
+        return getattr(conn, "scheme", "http")
+
+    @property
+    def tls(self):
+        """The TLS session of the connection (prefork.tls.TLSInfo: version, cipher, alpn,
+        client_cert, client_subject, client_issuer, client_verified), or None on plain HTTP."""
+        return getattr(self._conn, "tls", None)
 
     @property
     def cookies(self) -> Dict[str, str]:

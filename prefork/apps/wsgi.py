@@ -176,6 +176,10 @@ class WSGIHandler:
             env["REMOTE_PORT"] = str(addr[1])
         else:
             env["REMOTE_ADDR"] = ""
+        tls = getattr(conn, "tls", None)
+        if tls is not None:  # mod_ssl's names: HTTPS=on, SSL_CLIENT_S_DN, SSL_CLIENT_VERIFY...
+            env["wsgi.url_scheme"] = "https"
+            env.update(tls.environ())
         if conn is not None and conn.trusted:  # a trusted proxy speaks for the client
             client, scheme = conn.client(req)
             if client != env["REMOTE_ADDR"]:

@@ -19,8 +19,9 @@ Drivers own the I/O; this module owns the decisions, so that each rule exists on
   is read as its promise of the body's length.
 - error answers (`error_answer`): a protocol error's status, `Connection: close`; then the
   connection lingers (the client may still be sending).
-- which timeout applies to a connection (`expired`): write, body, head, an unfinished
-  PROXY header, idle between requests or before the first byte, and the lingering close.
+- which timeout applies to a connection (`expired`): a TLS handshake, write, body, head,
+  an unfinished PROXY header, idle between requests or before the first byte, and the
+  lingering close.
 - after a response: keep the connection, close it, or linger (`after_response`), and for
   how long a lingering close reads (`LINGER_SECONDS`).
 - whether a client takes trailer fields (`accepts_trailers`).
@@ -167,17 +168,22 @@ def last_chunk(trailers: Sequence[Tuple[str, str]] = (), header_block: Optional[
 
 def expired(now: float, last_active: float, head_started: float, writing: bool,
             body_pending: bool, cfg, lingering: bool = False, served: bool = True,
-            proxy_partial: bool = False) -> Optional[str]:
+            proxy_partial: bool = False, handshake_started: float = 0.0) -> Optional[str]:
     """Which timeout a connection has run out of, if any: 'linger' (a lingering close has
     read long enough: close), 'write' (a client not reading its answer: close), 'body' (no
     body bytes: 408), 'header' (the head not complete in time: 408), 'proxy' (a PROXY
     header begun and not completed within the head timeout: close), 'keepalive' (idle
     between requests, or, `served` false, nothing sent since it connected for
-    min(FIRST_BYTE_TIMEOUT, the head timeout): close). `cfg` has write_timeout,
-    body_timeout, header_timeout and keepalive, in seconds."""
+    min(FIRST_BYTE_TIMEOUT, the head timeout): close), 'handshake' (a TLS connection, with
+    its PROXY header if any, not through its handshake `tls_handshake_timeout` after
+    `handshake_started`, the accept; 0.0 once done or without TLS: close; while it lasts no
+    other timeout applies). `cfg` has write_timeout, body_timeout, header_timeout,
+    keepalive and tls_handshake_timeout, in seconds."""
     idle = now - last_active
     if lingering:
         return "linger" if idle > LINGER_SECONDS else None
+    if handshake_started:
+        return "handshake" if now - handshake_started > cfg.tls_handshake_timeout else None
     if writing:
         return "write" if idle > cfg.write_timeout else None
     if body_pending:

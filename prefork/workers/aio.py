@@ -25,7 +25,10 @@ import socket
 import time
 
 from prefork.apps.asgi import Lifespan, LifespanFailed
+from prefork.proxy import ProxyProtocolError
+from prefork.workers.connection import _peer
 from prefork.workers.protocol import HttpProtocol
+from prefork.workers.tls import TLS_HANDSHAKE, PlainHTTPOnTLSPort, take_proxy_header
 from prefork.workers.epoll import (
     DRAIN_CHECK, DRAIN_GRACE, EPOLLEXCLUSIVE, EXIT_BOOT_ERROR, Worker, _last_active, log,
 )
@@ -204,13 +207,16 @@ class AsyncioWorker(Worker):
         if self.accept_policy.due(self.now + 0.001):  # call_later may fire a hair early
             self._resume()
 
-    def _take(self, sock: socket.socket, addr) -> None:
+    def _take(self, sock: socket.socket, addr, tls=None) -> None:
         sock.setblocking(False)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         proto = HttpProtocol(self, addr)
         self.conns[proto] = None
-        self.loop.create_task(self._connect(sock, proto))
+        if tls is None:
+            self.loop.create_task(self._connect(sock, proto))
+        else:
+            self.loop.create_task(self._connect_tls(sock, proto, tls))
 
     def _idle_connections(self) -> list:
         return [c for c in self.conns if c.is_idle()]
@@ -231,6 +237,92 @@ class AsyncioWorker(Worker):
         try:
             await self.loop.connect_accepted_socket(lambda: proto, sock)
         except OSError:
+            self.forget(proto)
+            sock.close()
+
+    async def _connect_tls(self, sock, proto, context) -> None:
+        """A TLS listener's connection: its PROXY header (when expected), a look at the
+        first byte (plain HTTP gets a plain-text 400), then asyncio's TLS transport does
+        the handshake; all of it within --tls-handshake-timeout."""
+        loop = self.loop
+        started = time.monotonic()
+        limit = self.cfg.tls_handshake_timeout
+        try:
+            try:
+                first = await asyncio.wait_for(self._hello(sock, proto), limit)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"not finished after {limit:g}s") from None
+            if first == -1:  # closed without a word (a port check)
+                self.forget(proto)
+                sock.close()
+                return
+            if first != TLS_HANDSHAKE:
+                await self._plain_on_tls_port(sock, proto)
+                return
+            left = max(limit - (time.monotonic() - started), 0.001)
+            await loop.connect_accepted_socket(lambda: proto, sock, ssl=context, ssl_handshake_timeout=left)
+        except ProxyProtocolError as exc:
+            log.warning("closing a connection from %s: %s", _peer(proto.addr), exc)
+        except (OSError, asyncio.TimeoutError, EOFError) as exc:
+            self.tls_failures += 1
+            why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            log.info("TLS handshake with %s failed: %s", _peer(proto.addr), why)
+        else:
+            self.tls_handshakes += 1
+            return
+        self.forget(proto)
+        sock.close()
+
+    async def _hello(self, sock, proto) -> int:
+        """The PROXY header, taken; then the first byte, peeked (-1: closed)."""
+        while True:
+            try:
+                if proto.proxy is not None:
+                    proto.proxy, client = take_proxy_header(sock, proto.proxy)
+                    if proto.proxy is None:
+                        if client is not None:
+                            proto.addr = client
+                    continue
+                first = sock.recv(1, socket.MSG_PEEK)
+                return first[0] if first else -1
+            except (BlockingIOError, InterruptedError):
+                await self._readable(sock.fileno())
+
+    async def _readable(self, fd: int) -> None:
+        loop = self.loop
+        ready = loop.create_future()
+        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+
+    async def _plain_on_tls_port(self, sock, proto) -> None:
+        """Plain HTTP on a TLS port: a plain-text 400 and close (nginx's 497), after a short
+        lingering read so that the close does not reset the answer away."""
+        from prefork.http.core import LINGER_SECONDS, error_answer
+        from prefork.apps.response import error_response
+
+        log.info("400 from %s: plain HTTP sent to a TLS port", _peer(proto.addr))
+        resp = error_response(400, PlainHTTPOnTLSPort.reason)
+        answer = error_answer(self.status_line(400), self.date_block, self.header_block(resp.headers), resp.body)
+        self.count_answer(400)
+        try:
+            sock.send(answer)
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            while time.monotonic() < deadline:
+                try:
+                    if not sock.recv(65536):
+                        break
+                except (BlockingIOError, InterruptedError):
+                    try:
+                        await asyncio.wait_for(self._readable(sock.fileno()), deadline - time.monotonic())
+                    except asyncio.TimeoutError:
+                        break
+        except OSError:
+            pass
+        finally:
             self.forget(proto)
             sock.close()
 

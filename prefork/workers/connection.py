@@ -65,6 +65,9 @@ OPEN, CLOSING, LINGER, CLOSED = range(4)
 
 
 class Connection:
+    scheme = "http"  # of a request that no trusted proxy speaks for; TLSConnection: https
+    tls = None  # prefork.tls.TLSInfo on a TLS connection
+
     __slots__ = (
         "worker", "sock", "fd", "addr", "parser", "out", "pending", "state",
         "last_active", "writing", "linger_on_close", "served",

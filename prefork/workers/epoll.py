@@ -55,10 +55,10 @@ log = logging.getLogger("prefork.error")
 # it wants to retire): magic, requests answered, answers by status class 1xx..5xx, open
 # connections, flags, and since when (time.monotonic, shared by all processes) the request
 # in progress has been running, 0 when none; then access-log and error-log lines dropped
-# because writing failed, and the WebSockets open (asyncio worker). Smaller than PIPE_BUF,
-# so writes are atomic.
-STATUS = struct.Struct("<4sQ5QIIdQQI")
-STATUS_MAGIC = b"PFw4"
+# because writing failed, the WebSockets open (asyncio worker), and TLS handshakes
+# finished and failed. Smaller than PIPE_BUF, so writes are atomic.
+STATUS = struct.Struct("<4sQ5QIIdQQIQQ")
+STATUS_MAGIC = b"PFw5"
 FLAG_RETIRING = 1  # reached --max-requests: start my replacement, then stop me
 # Exit code of a worker that could not boot: the master stops instead of fork-looping.
 EXIT_BOOT_ERROR = 3
@@ -104,6 +104,10 @@ class Worker:
         self.pool: Optional[HandlerPool] = None  # --threads N > 1
         self.spool_threshold = cfg.spool_threshold
         self.websockets = 0  # open WebSockets (only the asyncio worker has any)
+        self.tls_context = None  # ssl.SSLContext for the TLS listeners; set by the master
+        self.tls_handshakes = 0  # handshakes finished / failed (closed before finishing)
+        self.tls_failures = 0
+        self.tls_server_cert = None  # its certificate in PEM, for the ASGI TLS extension; set by the master
 
     # ------------------------------------------------------------------ set-up (child)
 
@@ -120,7 +124,9 @@ class Worker:
             if interface == "asgi":
                 from prefork.workers.aio import AsyncioWorker
 
-                return AsyncioWorker(self.cfg, self.listeners, self.status_fd, self.index, app).run()
+                worker = AsyncioWorker(self.cfg, self.listeners, self.status_fd, self.index, app)
+                worker.tls_context, worker.tls_server_cert = self.tls_context, self.tls_server_cert
+                return worker.run()
             self.handler = app
         try:
             self._boot()
@@ -148,6 +154,10 @@ class Worker:
             else:
                 self.handler = StaticFiles(cfg.root, listing=cfg.listing, serve_dotfiles=cfg.serve_dotfiles,
                                            follow_symlinks=cfg.follow_symlinks, max_age=cfg.static_max_age)
+        if self.tls_context is not None:
+            from prefork.workers.tls import TLSSocket
+
+            self.tls_context.sslsocket_class = TLSSocket  # this process's copy of the context
         self.ep = select.epoll()
         self.ep.register(self._wake_r, select.EPOLLIN)
         if cfg.threads > 1:
@@ -197,6 +207,8 @@ class Worker:
         """The accept path's state, for either driver (the listeners are not polled yet)."""
         self._accepting = False
         self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
+        # The SSLContext of each TLS listener (plain ones are absent).
+        self._tls_of = {l.fileno(): self.tls_context for l in self.listeners if l.tls}
         self.accept_policy = AcceptPolicy(self.cfg.max_connections)
         self._listen_poll = select.poll()  # "is a client queued?" while not polling them
         for fd in self._listen_fds:
@@ -300,6 +312,7 @@ class Worker:
         conns = self.conns
         policy = self.accept_policy
         accepted = False
+        tls = self._tls_of.get(lsock.fileno()) if self._tls_of else None
         for _ in range(policy.batch(drain, make_room)):
             if policy.full(len(conns)) and not (make_room and self._reclaim()):
                 # Let the kernel queue hand clients to other workers meanwhile.
@@ -320,7 +333,7 @@ class Worker:
                     return
                 continue
             accepted = True
-            self._take(sock, addr)
+            self._take(sock, addr, tls)
         if accepted:
             policy.accepted()
             if self._accepting and not drain:
@@ -329,11 +342,17 @@ class Worker:
                 else:
                     self._rotate(lsock.fileno())
 
-    def _take(self, sock: socket.socket, addr) -> None:
+    def _take(self, sock: socket.socket, addr, tls=None) -> None:
+        """`tls`: the SSLContext when it came from a TLS listener."""
         sock.setblocking(False)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(self, sock, addr)
+        if tls is None:
+            conn = Connection(self, sock, addr)
+        else:
+            from prefork.workers.tls import TLSConnection
+
+            conn = TLSConnection(self, sock, addr, tls)
         self.conns[conn.fd] = conn
         self.ep.register(conn.fd, READ)
         # Most clients send their request right after connecting: try it now and
@@ -433,8 +452,9 @@ class Worker:
             state = conn.state
             writing = bool(conn.out) or state != OPEN
             why = expired(now, conn.last_active, conn.head_started, writing,
-                          not writing and conn.parser.pending is not None, cfg, state == LINGER,
-                          conn.served, bool(conn.proxy))
+                          not writing and conn.parser is not None and conn.parser.pending is not None,
+                          cfg, state == LINGER, conn.served, bool(conn.proxy),
+                          getattr(conn, "handshake_started", 0.0))
             if why is None:
                 continue
             idle = now - conn.last_active
@@ -447,6 +467,8 @@ class Worker:
                 conn.time_out(f"request head not complete after {cfg.header_timeout:g}s")
             elif why == "keepalive":
                 conn.close_idle()  # idle between requests, or nothing sent since it connected
+            elif why == "handshake":
+                conn.handshake_failed(f"not finished after {cfg.tls_handshake_timeout:g}s")
             else:  # "linger" over, or a PROXY header that never completes
                 conn.close()
         if self.access is not None:
@@ -473,7 +495,8 @@ class Worker:
                 STATUS_MAGIC, self.requests, c[1], c[2], c[3], c[4], c[5], len(self.conns),
                 FLAG_RETIRING if self.retiring else 0,
                 self.pool.oldest() if self.pool is not None else self.busy_since,
-                self.access.dropped if self.access is not None else 0, error_log_dropped(), self.websockets))
+                self.access.dropped if self.access is not None else 0, error_log_dropped(), self.websockets,
+                self.tls_handshakes, self.tls_failures))
         except BlockingIOError:
             pass  # the master is busy; the next beat will do
         except OSError:

@@ -108,11 +108,21 @@ class HttpProtocol(asyncio.Protocol):
         self.proxy = b"" if worker.proxy_protocol and self.trusted else None
         self.ws = None  # the WebSocket, after an upgrade
         self.early = None  # bytes received after an upgrade head, before the WebSocket starts
+        self.scheme = "http"
+        self.tls = None  # prefork.tls.TLSInfo on a TLS connection
+        self.tls_extension = None  # its scope["extensions"]["tls"]
 
     # ------------------------------------------------------------------ transport events
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            from prefork.tls import TLSInfo
+
+            self.tls = TLSInfo(sslobj, self.worker.tls_server_cert)
+            self.tls_extension = self.tls.asgi()
+            self.scheme = "https"
         transport.set_write_buffer_limits(high=WRITE_HIGH)
         if self.worker.stopping:  # drained from the queue at a graceful stop: serve it
             pass
@@ -312,9 +322,9 @@ class HttpProtocol(asyncio.Protocol):
             host, port = addr[0], addr[1]
         else:
             host, port = "", 0
-        scheme = "http"
+        scheme = self.scheme
         if self.trusted and self.worker.trusted:
-            fhost, scheme = forwarded_client(req.headers, host, self.worker.trusted)
+            fhost, scheme = forwarded_client(req.headers, host, self.worker.trusted, scheme)
             if fhost != host:
                 host, port = fhost, 0
         return ((host, port) if isinstance(addr, tuple) else None), scheme
@@ -334,8 +344,11 @@ class HttpProtocol(asyncio.Protocol):
         client, scheme = self.client(req)
         if kind == "websocket":
             scheme = "wss" if scheme == "https" else "ws"
-        return request_scope(req, kind, scheme, client, self.server_address(), self.worker.cfg.root_path,
-                             self.worker.state)
+        scope = request_scope(req, kind, scheme, client, self.server_address(), self.worker.cfg.root_path,
+                              self.worker.state)
+        if self.tls_extension is not None:  # the ASGI TLS extension
+            scope["extensions"] = dict(scope["extensions"], tls=self.tls_extension)
+        return scope
 
     async def run_asgi(self, cycle: Cycle) -> None:
         req = cycle.req
@@ -509,6 +522,13 @@ class HttpProtocol(asyncio.Protocol):
             if not more and not cycle.trailers:
                 self.response_done(cycle)
             return
+        if mode == EXACT and not more and body and len(body) == length and not cycle.trailers:
+            # The whole body with its head: one write (over TLS, one record and one send).
+            cycle.left = 0
+            cycle.sent += len(body)
+            self.transport.write(data + body)
+            self.response_done(cycle)
+            return
         self.transport.write(data)
         self.write_body(cycle, body, more)
 
@@ -583,7 +603,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         except NotImplementedError:
             pass
-        sock = self.transport.get_extra_info("socket")
+        # Over TLS the bytes must go through the transport (sendfile would bypass it).
+        sock = self.transport.get_extra_info("socket") if self.tls is None else None
         fd = f.fileno()
         offset = 0
         while offset < size:
