@@ -106,9 +106,10 @@ def test_head_has_no_body_http10_close(asgi):
     srv = asgi("asgi_apps:raw")
     s = srv.connect()
     s.sendall(b"HEAD /hi HTTP/1.1\r\nHost: h\r\n\r\nGET /stream?1 HTTP/1.0\r\n\r\n")
-    status, headers, body = read_response(s, head_only=True)
+    buf = bytearray()  # the second answer may arrive in the same recv as the first
+    status, headers, body = read_response(s, head_only=True, buf=buf)
     assert status == 200 and headers["content-length"] == "9" and body == b""
-    rest = recv_until_closed(s)
+    rest = bytes(buf) + recv_until_closed(s)
     s.close()
     assert rest.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding" not in rest
     assert rest.endswith(b"\r\n\r\npart 0\n") and b"Connection: close" in rest
