@@ -362,3 +362,18 @@ def test_cython_adapter_is_built_in_ci():
     """Under PREFORK_REQUIRE_EXTENSION=1 (CI) a missing extension fails here."""
     require_wsgi("cython")
     assert isinstance(CWSGI.WSGIHandler(lambda e, s: []).base, dict)
+
+
+def test_ports_are_the_same_whatever_the_cache_holds(cwsgi):
+    """REMOTE_PORT and SERVER_PORT come from a small cache of str(port) in the Cython twin:
+    slots shared by several ports, and ports that are no plain small int, give str(port)."""
+    raw = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    ports = [5, 1029, 5, 2053, -1, -1025, 1023, 10 ** 30, True, 65535, 0, 1024, 0]
+    for port in ports:
+        for local in (("127.0.0.1", port), ("127.0.0.1", 8000)):
+            envs = []
+            for cls in (pure.WSGIHandler, cwsgi.WSGIHandler):
+                req = _pyparser.RequestParser().feed(raw)[0]
+                envs.append(cls(lambda e, s: []).environ(req, Conn(addr=("10.0.0.1", port), local=local)))
+            assert (envs[1]["REMOTE_PORT"], envs[1]["SERVER_PORT"]) == (envs[0]["REMOTE_PORT"], envs[0]["SERVER_PORT"])
+            assert envs[1]["REMOTE_PORT"] == str(port)

@@ -84,6 +84,36 @@ cdef inline object _key_of(object name):
     return key
 
 
+# str(port) of recent ports (REMOTE_PORT, SERVER_PORT), direct-mapped: str() of an int is a
+# fifth of the environ's cost, and a client's port repeats for every request of its
+# connection (the server's, for every request).
+cdef enum:
+    PORT_SLOTS = 1024
+cdef long _PORT_NUM[PORT_SLOTS]
+cdef object _PORT_STR = [None] * PORT_SLOTS
+for _i in range(PORT_SLOTS):
+    _PORT_NUM[_i] = -1
+
+
+cdef inline object _port_str(object port):
+    cdef long n
+    cdef Py_ssize_t slot
+    if type(port) is not int:
+        return str(port)
+    try:
+        n = port
+    except OverflowError:
+        return str(port)
+    slot = n & (PORT_SLOTS - 1)
+    cached = (<list>_PORT_STR)[slot]
+    if cached is not None and _PORT_NUM[slot] == n:
+        return cached
+    s = str(port)
+    (<list>_PORT_STR)[slot] = s
+    _PORT_NUM[slot] = n
+    return s
+
+
 cdef inline bint _digit(Py_UCS4 c) noexcept:
     return c >= 48 and c <= 57  # "0".."9"
 
@@ -226,7 +256,7 @@ cdef class WSGIHandler:
         addr = conn.addr if conn is not None else None
         if isinstance(addr, tuple):
             env["REMOTE_ADDR"] = addr[0]
-            env["REMOTE_PORT"] = str(addr[1])
+            env["REMOTE_PORT"] = _port_str(addr[1])
         else:
             env["REMOTE_ADDR"] = S_EMPTY
         if forwarding and conn is not None and conn.trusted:  # a trusted proxy speaks for the client
@@ -238,7 +268,7 @@ cdef class WSGIHandler:
         local = conn.local_address() if conn is not None else None
         if isinstance(local, tuple):
             env["SERVER_NAME"] = local[0]
-            env["SERVER_PORT"] = str(local[1])
+            env["SERVER_PORT"] = _port_str(local[1])
         else:  # a unix socket: the name the client asked for
             host = req.host or "localhost"
             name, _, port = host.rpartition(":") if host.rfind(":") > host.rfind("]") else (host, "", "")
