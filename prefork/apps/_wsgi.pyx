@@ -86,7 +86,8 @@ cdef inline object _key_of(object name):
 
 # str(port) of recent ports (REMOTE_PORT, SERVER_PORT), direct-mapped: str() of an int is a
 # fifth of the environ's cost, and a client's port repeats for every request of its
-# connection (the server's, for every request).
+# connection (the server's, for every request). A slot's two halves are read and written
+# without running Python code in between, so pool threads (holding the GIL) see them whole.
 cdef enum:
     PORT_SLOTS = 1024
 cdef long _PORT_NUM[PORT_SLOTS]
@@ -181,10 +182,10 @@ cdef class WSGIHandler:
     cdef readonly str root_path
     cdef readonly dict base
     cdef object _py  # the pure twin, whose code serves every result but a list or tuple
-    # The last header list serialized: its items, and their block and Content-Length.
-    cdef tuple _last_fields
-    cdef object _last_block
-    cdef object _last_length
+    # The last header list serialized: (its items, their block, their Content-Length), one
+    # tuple read and replaced whole, so that handlers in pool threads (--threads) never
+    # pair one list's block with another's fields.
+    cdef tuple _last
 
     def __init__(self, app, root_path="", multithread=False, multiprocess=True, url_scheme="http"):
         self._py = _pure.WSGIHandler(app, root_path=root_path, multithread=multithread,
@@ -335,8 +336,9 @@ cdef class WSGIHandler:
                     + (<long>PyUnicode_READ_CHAR(status, 1) - 48) * 10 + <long>PyUnicode_READ_CHAR(status, 2) - 48)
         else:
             code = int(status[:3])
-        if self._last_fields is not None and _same_fields(headers, self._last_fields):
-            return code, self._last_length, self._last_block
+        cdef tuple last = self._last
+        if last is not None and _same_fields(headers, <tuple>last[0]):
+            return code, last[2], last[1]
         length = None
         for name, value in headers:
             if len(name) == 14 and name.lower() == "content-length" and value.isdigit():
@@ -346,9 +348,7 @@ cdef class WSGIHandler:
         except Exception:  # ResponseHeadError, or fields that are not (str, str) at all
             return code, length, None
         if _cacheable(headers):
-            self._last_fields = tuple(headers)
-            self._last_block = block
-            self._last_length = length
+            self._last = (tuple(headers), block, length)
         return code, length, block
 
 
