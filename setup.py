@@ -1,4 +1,4 @@
-"""Builds the optional Cython extension prefork.http._parser.
+"""Builds the optional Cython extensions prefork.http._parser and prefork.apps._wsgi.
 
 Without a compiler (or without Cython) the install still succeeds and the pure-Python
 parser runs, with a warning at startup. PREFORK_REQUIRE_EXTENSION=1 turns a failed build
@@ -18,10 +18,11 @@ def extensions():
     except ImportError:
         if REQUIRED:
             raise
-        print("prefork-http: Cython is not available; the pure-Python parser will be used")
+        print("prefork-http: Cython is not available; the pure-Python parser and WSGI adapter will be used")
         return []
     exts = cythonize(
-        [Extension("prefork.http._parser", ["prefork/http/_parser.pyx"], extra_compile_args=["-O2"])],
+        [Extension("prefork.http._parser", ["prefork/http/_parser.pyx"], extra_compile_args=["-O2"]),
+         Extension("prefork.apps._wsgi", ["prefork/apps/_wsgi.pyx"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     )
     # cythonize() builds new Extension objects and drops optional=, so set it here.

@@ -143,9 +143,12 @@ class Setup:
 
 
 def _prefork(parser: str, *args: str):
+    # The "python" rows are the pure-Python stack: the parser and the WSGI adapter twins
+    # (PREFORK_WSGI, which a build without the WSGI twin ignores).
     def start(ctx, cpu, workers):
         app_args = [a.format(**ctx) for a in args]
-        return start_prefork(["--parser", parser, *app_args], cpu, workers=workers)
+        return start_prefork(["--parser", parser, *app_args], cpu, workers=workers,
+                             env={"PREFORK_WSGI": "python" if parser == "python" else "auto"})
     return start
 
 

@@ -151,6 +151,8 @@ def build_argparser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".", help="folder to serve (default: the current folder)")
     p.add_argument("--parser", choices=("auto", "cython", "python"), default=None,
                    help="request parser (default: PREFORK_PARSER or auto = Cython when built)")
+    p.add_argument("--wsgi", choices=("auto", "cython", "python"), default=None,
+                   help="WSGI adapter (default: PREFORK_WSGI or auto = Cython when built)")
     p.add_argument("--timeout", type=_positive_float, default=d.timeout,
                    help="seconds a silent worker lives before it is killed (default %(default)s)")
     p.add_argument("--boot-timeout", type=_positive_float, default=d.boot_timeout,
@@ -277,7 +279,8 @@ def build_argparser() -> argparse.ArgumentParser:
 
 
 def version_text() -> str:
-    """`prefork-http 1.2.3 (parser cython, CPython 3.12.1)`: the parser auto would pick."""
+    """`prefork-http 1.2.3 (parser cython, wsgi cython, CPython 3.12.1)`: the parser and
+    the WSGI adapter auto would pick."""
     import platform
 
     from prefork.http import parser as parser_choice
@@ -286,7 +289,13 @@ def version_text() -> str:
         parser_name = parser_choice.name_of(parser_choice.load("auto"))
     except Exception:  # noqa: BLE001 (version output must not fail)
         parser_name = "unknown"
-    return (f"prefork-http {__version__} (parser {parser_name}, "
+    try:
+        from prefork.apps import wsgi as wsgi_choice
+
+        wsgi_name = wsgi_choice.name_of(wsgi_choice.handler_class("auto"))
+    except Exception:  # noqa: BLE001
+        wsgi_name = "unknown"
+    return (f"prefork-http {__version__} (parser {parser_name}, wsgi {wsgi_name}, "
             f"{platform.python_implementation()} {platform.python_version()})")
 
 
@@ -607,6 +616,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if error:
             print(f"prefork-http: error: {error}", file=sys.stderr)
             return 2
+    from prefork.apps import wsgi as wsgi_choice
+
+    try:
+        wsgi_choice.handler_class(cfg.wsgi)
+    except wsgi_choice.WSGIAdapterUnavailable as exc:
+        print(f"prefork-http: error: --wsgi cython: {exc}", file=sys.stderr)
+        return 2
     if cfg.loop == "uvloop":
         import importlib.util
 

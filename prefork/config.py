@@ -94,6 +94,7 @@ class Config:
     workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
     root: str = "."
     parser: str = "auto"  # auto | cython | python
+    wsgi: str = "auto"  # the WSGI adapter twin: auto | cython | python
     timeout: float = 30.0  # a worker silent (or stuck in one request) this long is killed
     boot_timeout: float = 60.0  # a worker that has not reported ready by then is killed
     max_requests: int = 0  # 0: never; else a worker retires after about this many
@@ -168,6 +169,8 @@ class Config:
             raise ConfigError(f"--workers must be at least 1 (got {self.workers})")
         if self.parser not in ("auto", "cython", "python"):
             raise ConfigError(f"--parser must be auto, cython or python (got {self.parser!r})")
+        if self.wsgi not in ("auto", "cython", "python"):
+            raise ConfigError(f"--wsgi must be auto, cython or python (got {self.wsgi!r})")
         for name in ("timeout", "boot_timeout", "graceful_timeout", "keepalive",
                      "header_timeout", "body_timeout", "write_timeout", "tls_handshake_timeout"):
             if getattr(self, name) <= 0:

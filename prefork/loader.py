@@ -100,7 +100,7 @@ def load_app(cfg) -> Tuple[str, Any]:
     interface; "auto" detects it (prefork.apps.asgi.detect_interface)."""
     from prefork.apps.app import App
     from prefork.apps.asgi import detect_interface
-    from prefork.apps.wsgi import WSGIHandler
+    from prefork.apps.wsgi import handler_class
 
     obj, is_factory = import_app(cfg.app)
     if is_factory:
@@ -120,8 +120,9 @@ def load_app(cfg) -> Tuple[str, Any]:
     if isinstance(obj, App):
         obj.configure(root_path=cfg.root_path)
         return "app", obj
-    return "wsgi", WSGIHandler(obj, root_path=cfg.root_path, multithread=cfg.threads > 1,
-                               multiprocess=cfg.workers > 1)
+    handler = handler_class(getattr(cfg, "wsgi", None))
+    return "wsgi", handler(obj, root_path=cfg.root_path, multithread=cfg.threads > 1,
+                           multiprocess=cfg.workers > 1)
 
 
 def _where(exc: BaseException) -> str:

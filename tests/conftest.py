@@ -47,6 +47,30 @@ def require_parser(name: str) -> None:
         require_cython()
 
 
+try:
+    from prefork.apps import _wsgi as CWSGI
+except ImportError as exc:  # not built
+    CWSGI = None
+    C_WSGI_IMPORT_ERROR = str(exc)
+else:
+    C_WSGI_IMPORT_ERROR = ""
+
+# The WSGI adapter twins (prefork/apps/wsgi.py, prefork/apps/_wsgi.pyx), chosen in a server
+# by PREFORK_WSGI.
+WSGI_ADAPTERS = [
+    pytest.param("python", id="py-wsgi"),
+    pytest.param("cython", id="c-wsgi"),
+]
+
+
+def require_wsgi(name: str) -> None:
+    """As require_cython, for the Cython WSGI adapter."""
+    if name == "cython" and CWSGI is None:
+        if REQUIRE_EXTENSION:
+            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but prefork.apps._wsgi does not import: {C_WSGI_IMPORT_ERROR}")
+        pytest.skip(f"the Cython WSGI adapter is not built: {C_WSGI_IMPORT_ERROR}")
+
+
 class Server:
     """A running `prefork-http` master, its log lines, and helpers to talk to it."""
 

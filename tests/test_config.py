@@ -130,6 +130,15 @@ def test_a_bad_environment_variable_is_one_line(tmp_path):
     assert r.stderr.count("\n") == 1
 
 
+def test_wsgi_adapter_choice_is_checked_before_binding(tmp_path):
+    sock = tmp_path / "web.sock"
+    r = run_cli("--bind", f"unix:{sock}", "--root", str(tmp_path), env={"PREFORK_WSGI": "fast"})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("prefork-http: error: PREFORK_WSGI: ") and "'fast'" in r.stderr
+    r = run_cli("--bind", f"unix:{sock}", "--wsgi", "fast")
+    assert r.returncode == 2 and "--wsgi" in r.stderr and not sock.exists()
+
+
 def test_pyproject_table_is_read_and_said(tmp_path, servers):
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "site"\n\n[tool.prefork-http]\nworkers = 2\n'
                                              'bind = "127.0.0.1:0"\n')
@@ -168,3 +177,4 @@ def test_version_names_parser_and_python():
     assert r.stdout.startswith("prefork-http ")
     assert f"{platform.python_implementation()} {platform.python_version()}" in r.stdout
     assert "(parser cython," in r.stdout or "(parser python," in r.stdout
+    assert " wsgi cython," in r.stdout or " wsgi python," in r.stdout

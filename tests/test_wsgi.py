@@ -8,13 +8,25 @@ import sys
 
 import pytest
 
-from conftest import APPS, ROOT, read_response
+from conftest import APPS, ROOT, WSGI_ADAPTERS, read_response, require_wsgi
 from prefork.http._pyparser import RequestParser
 from prefork.apps.response import FileBody, StreamBody
-from prefork.apps.wsgi import WSGIHandler
+from prefork.apps.wsgi import handler_class
 from test_app_server import read_chunked, read_head, request
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=WSGI_ADAPTERS)
+def wsgi_name(request):
+    """Every WSGI test runs on both adapter twins (py-wsgi, c-wsgi)."""
+    require_wsgi(request.param)
+    return request.param
+
+
+@pytest.fixture
+def WSGIHandler(wsgi_name):
+    return handler_class(wsgi_name)
 
 
 def read_any(sock, buf: bytearray, head_only=False):
@@ -33,9 +45,10 @@ def read_any(sock, buf: bytearray, head_only=False):
 
 
 @pytest.fixture
-def serve(start_server):
-    def start(*extra, app, **kw):
-        return start_server(*extra, app=app, pythonpath=[APPS], **kw)
+def serve(start_server, wsgi_name):
+    def start(*extra, app, env=None, **kw):
+        env = dict(env or {}, PREFORK_WSGI=wsgi_name)
+        return start_server(*extra, app=app, pythonpath=[APPS], env=env, **kw)
     return start
 
 
@@ -128,11 +141,14 @@ def _import_test_app(name):
     return importlib.import_module(name)
 
 
-def wsgi_call(app, raw=b"GET /file HTTP/1.1\r\nHost: h\r\n\r\n"):
-    return WSGIHandler(app)(RequestParser().feed(raw)[0], FakeConn())
+@pytest.fixture
+def wsgi_call(WSGIHandler):
+    def call(app, raw=b"GET /file HTTP/1.1\r\nHost: h\r\n\r\n"):
+        return WSGIHandler(app)(RequestParser().feed(raw)[0], FakeConn())
+    return call
 
 
-def test_file_wrapper_becomes_sendfile_and_close_is_called(tmp_path):
+def test_file_wrapper_becomes_sendfile_and_close_is_called(tmp_path, wsgi_call):
     wsgi_apps = _import_test_app("wsgi_apps")
     resp = wsgi_call(wsgi_apps.app)
     try:
@@ -151,7 +167,7 @@ def test_file_wrapper_becomes_sendfile_and_close_is_called(tmp_path):
     assert resp.body == b"x"
 
 
-def test_exc_info_after_the_head_left_is_reraised():
+def test_exc_info_after_the_head_left_is_reraised(wsgi_call):
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         yield b"first"
@@ -169,7 +185,7 @@ def test_exc_info_after_the_head_left_is_reraised():
         next(chunks)
 
 
-def test_head_keeps_the_applications_content_length():
+def test_head_keeps_the_applications_content_length(wsgi_call):
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "42")])
         return []
@@ -180,9 +196,10 @@ def test_head_keeps_the_applications_content_length():
 
 # ---------------------------------------------------------------------- Flask
 
-def test_flask_example_runs_under_prefork(start_server):
+def test_flask_example_runs_under_prefork(start_server, wsgi_name):
     pytest.importorskip("flask")
-    srv = start_server(app="flask_app:app", pythonpath=[os.path.join(ROOT, "examples")])
+    srv = start_server(app="flask_app:app", pythonpath=[os.path.join(ROOT, "examples")],
+                       env={"PREFORK_WSGI": wsgi_name})
     with srv.connect() as s:
         request(s, b"GET", b"/")
         status, headers, body = read_response(s)

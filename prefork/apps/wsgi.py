@@ -27,6 +27,9 @@ from prefork import __version__
 from prefork.apps.response import FileBody, Response, StreamBody, error_response
 
 _ENVIRON_KEYS: dict = {}  # header name → HTTP_* key, or "" for names with "_" (dropped)
+# The fields a trusted proxy speaks for the client with (prefork.proxy.forwarded_client):
+# without any of them, the client is the peer and the scheme stays, and nothing is parsed.
+FORWARDING_KEYS = frozenset({"HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO"})
 
 
 def _environ_key(name: str) -> str:
@@ -180,7 +183,8 @@ class WSGIHandler:
         if tls is not None:  # mod_ssl's names: HTTPS=on, SSL_CLIENT_S_DN, SSL_CLIENT_VERIFY...
             env["wsgi.url_scheme"] = "https"
             env.update(tls.environ())
-        if conn is not None and conn.trusted:  # a trusted proxy speaks for the client
+        if conn is not None and conn.trusted and not FORWARDING_KEYS.isdisjoint(env):
+            # A trusted proxy speaks for the client.
             client, scheme = conn.client(req)
             if client != env["REMOTE_ADDR"]:
                 env["REMOTE_ADDR"] = client
@@ -304,3 +308,49 @@ class _Chain:
 
 def _nothing() -> None:
     pass
+
+
+# ---------------------------------------------------------------------- the twin
+
+# The Cython twin (prefork/apps/_wsgi.pyx) runs unless it failed to build or PREFORK_WSGI
+# (--wsgi) asks for this module, the readable reference; as with the parser twins, a
+# difference between the two is a bug (tests/test_wsgi.py runs the tests on both).
+WSGI_CHOICES = ("auto", "cython", "python")
+
+
+class WSGIAdapterUnavailable(RuntimeError):
+    pass
+
+
+def _cython_twin():
+    """(module, None), or (None, why it did not import)."""
+    try:
+        from prefork.apps import _wsgi
+    except ImportError as exc:
+        return None, str(exc)
+    return _wsgi, None
+
+
+def cython_available() -> bool:
+    return _cython_twin()[0] is not None
+
+
+def handler_class(choice: Optional[str] = None):
+    """The WSGIHandler class for `choice` ('auto', 'cython' or 'python'; None reads
+    PREFORK_WSGI, defaulting to 'auto')."""
+    if choice is None:
+        choice = os.environ.get("PREFORK_WSGI", "auto") or "auto"
+    if choice not in WSGI_CHOICES:
+        raise ValueError(f"unknown WSGI adapter {choice!r} (choose from {', '.join(WSGI_CHOICES)})")
+    if choice == "python":
+        return WSGIHandler
+    module, error = _cython_twin()
+    if module is None:
+        if choice == "cython":
+            raise WSGIAdapterUnavailable(f"the Cython WSGI adapter is not built: {error}")
+        return WSGIHandler
+    return module.WSGIHandler
+
+
+def name_of(cls) -> str:
+    return "python" if cls is WSGIHandler else "cython"
