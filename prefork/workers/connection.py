@@ -39,7 +39,7 @@ from prefork.http.core import (
     fit_length, refuse_head, response_head,
 )
 from prefork.http.errors import ParseError, RequestTimeout, ResponseHeadError  # noqa: F401
-from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
+from prefork.proxy import ProxyProtocolError, claims_forwarding, forwarded_client, parse_proxy_header
 from prefork.apps.response import FileBody, Parts, Response, StreamBody, error_response
 
 log = logging.getLogger("prefork.error")
@@ -213,7 +213,7 @@ class Connection:
         in Forwarded / X-Forwarded-For / X-Forwarded-Proto."""
         addr = self.addr
         host = addr[0] if isinstance(addr, tuple) else ""
-        if self.trusted and self.worker.trusted:
+        if self.trusted and self.worker.trusted and claims_forwarding(req):
             return forwarded_client(req.headers, host, self.worker.trusted)
         return host, "http"
 
