@@ -259,7 +259,7 @@ def test_access_log_is_reopened_on_usr1(serve, tmp_path):
     old, new = rotated.read_text(), log_path.read_text()
     assert "/users/1 " in old and "/users/999 " in new and "/users/999 " not in old
     lines = (old + new).splitlines()
-    assert len(lines) == i - 1 + 1  # every request once: none lost, none twice, across the two files
+    assert len(lines) == i  # /users/1, 2 .. i-1, 999: each once, none lost across the two files
 
 
 # ---------------------------------------------------------------------- forwarding fields
@@ -276,3 +276,28 @@ def test_claims_forwarding_looks_for_every_field_forwarded_client_reads(name):
     assert claims_forwarding(req(b"X-Forwarded-For: 10.0.0.1\r\n"))
     assert claims_forwarding(req(b"FORWARDED: for=10.0.0.1\r\n"))
     assert claims_forwarding(req(b"x-forwarded-proto: https\r\n"))
+
+
+# ---------------------------------------------------------------------- the line itself
+
+@pytest.mark.parametrize("name", [p.values[0] for p in PARSERS])
+def test_combined_line_quotes_what_needs_it_and_times_in_microseconds(name, tmp_path):
+    from prefork.logs import AccessLog
+    require_parser(name)
+    module = parser_choice.load(name)
+    req = module.RequestParser().feed(b'GET /a"b\\c HTTP/1.1\r\nHost: t\r\nUser-Agent: x\\y "z"\r\n'
+                                      b'Referer: http://r/\r\n\r\n')[0]
+    log = AccessLog(str(tmp_path / "access.log"))
+    durations = [0.0, 0.000123, 0.123456789, 0.25, 0.9999994, 0.9999996, 1.5, 12.25]
+    for d in durations:
+        log(("10.1.2.3", 5000), req, 200, 13, d)
+    log("", req, 404, None, 0.5)  # a unix socket's peer has no address
+    log.flush()
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    head = re.compile(r'^10\.1\.2\.3 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
+                      r'"GET /a\\"b\\\\c HTTP/1\.1" 200 13 "http://r/" "x\\\\y \\"z\\"" (\S+)$')
+    for d, line in zip(durations, lines):
+        m = head.match(line)
+        assert m, line
+        assert re.fullmatch(r"\d+\.\d{6}", m.group(1)) and abs(float(m.group(1)) - d) <= 0.0000011, (d, line)
+    assert lines[-1].startswith("- - - [") and lines[-1].endswith('" 404 - "http://r/" "x\\\\y \\"z\\"" 0.500000')
