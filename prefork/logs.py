@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+from time import time as _time
 from typing import Dict, List, Optional, Tuple
 
 from prefork.workers.connection import clf_time
@@ -42,16 +43,18 @@ class AccessLog:
         self._failing = 0  # lines lost since writing last worked
         self._next_report = 0.0
         self._torn = False  # a partial write left half a line in the file
-        self._second = -1
+        self._next_second = 0.0  # when _stamp, the time of the current second, is due again
         self._stamp = ""
         self.json = fmt == "json"
 
     def __call__(self, addr, req, status: int, length: Optional[int], duration: float = 0.0) -> None:
-        wall = time.time()
-        if int(wall) != self._second:
-            self._second = int(wall)
-            self._stamp = clf_time(wall)
-        host = addr[0] if isinstance(addr, tuple) else (addr or "-")
+        # Runs once per request in the loop: lookups are local, quoting only when needed.
+        wall = _time()
+        if wall >= self._next_second or wall < self._next_second - 1.0:  # (or the clock went back)
+            second = int(wall)
+            self._next_second = second + 1
+            self._stamp = clf_time(second)
+        host = addr[0] if type(addr) is tuple else (addr or "-")
         if self.json:
             line = json.dumps({
                 "remote_addr": host, "time": self._stamp, "method": req.method,
@@ -60,10 +63,21 @@ class AccessLog:
                 "user_agent": req.header("user-agent"), "request_time": round(duration, 6),
             }) + "\n"
         else:
-            referer = req.header("referer", "-")
-            agent = req.header("user-agent", "-")
-            line = (f'{host} - - [{self._stamp}] "{req.method} {_q(req.target)} {req.version}" {status} '
-                    f'{"-" if length is None else length} "{_q(referer)}" "{_q(agent)}" {duration:.6f}\n')
+            header = req.header
+            target = req.target
+            referer = header("referer", "-")
+            agent = header("user-agent", "-")
+            if '"' in target or "\\" in target:
+                target = _q(target)
+            if '"' in referer or "\\" in referer:
+                referer = _q(referer)
+            if '"' in agent or "\\" in agent:
+                agent = _q(agent)
+            # "%.6f" of a float costs half the line; under a second, whole microseconds say the same.
+            us = int(duration * 1000000.0 + 0.5)
+            took = "0." + str(1000000 + us)[1:] if us < 1000000 else f"{duration:.6f}"
+            line = (f'{host} - - [{self._stamp}] "{req.method} {target} {req.version}" {status} '
+                    f'{"-" if length is None else length} "{referer}" "{agent}" {took}\n')
         lines = self.lines
         lines.append(line)
         if len(lines) >= ACCESS_BATCH:

@@ -145,6 +145,20 @@ class TrustedProxies:
         return known
 
 
+FORWARDING_FIELDS = ("forwarded", "x-forwarded-for", "x-forwarded-proto")  # what forwarded_client reads
+
+
+def claims_forwarding(req) -> bool:
+    """Whether `req` carries a field that forwarded_client reads. Three lookups in the
+    parser's offsets (req.header) cost a tenth of building the header list that
+    forwarded_client walks: most requests, even from a trusted peer, carry none."""
+    header = req.header
+    for name in FORWARDING_FIELDS:
+        if header(name) is not None:
+            return True
+    return False
+
+
 def forwarded_client(headers, peer_host: str, trusted: "TrustedProxies", scheme: str = "http") -> Tuple[str, str]:
     """(client host, scheme) as claimed by a trusted peer, from Forwarded (RFC 7239) or else
     X-Forwarded-For / X-Forwarded-Proto. The hop list is read from the right, each hop

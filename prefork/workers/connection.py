@@ -17,7 +17,9 @@ The rules it keeps:
   `Expect: 100-continue` is answered when the request's turn comes: `100 Continue` if the
   handler's `check_expect` (when it has one) accepts it, else its final answer and close.
 - With a thread pool (`--threads N`), one request per connection is in the pool at a
-  time; the connection leaves epoll meanwhile and comes back when its answer is queued.
+  time. The connection stays registered for reading meanwhile (a request/answer client
+  sends nothing until it has its answer, so that costs no epoll_ctl); only if it does send
+  or close meanwhile does it leave epoll (`hold`), until its answer is queued.
 - A stream body is pulled from its iterable only as fast as the socket takes it.
 """
 
@@ -37,7 +39,7 @@ from prefork.http.core import (
     fit_length, refuse_head, response_head,
 )
 from prefork.http.errors import ParseError, RequestTimeout, ResponseHeadError  # noqa: F401
-from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
+from prefork.proxy import ProxyProtocolError, claims_forwarding, forwarded_client, parse_proxy_header
 from prefork.apps.response import FileBody, Parts, Response, StreamBody, error_response
 
 log = logging.getLogger("prefork.error")
@@ -72,7 +74,7 @@ class Connection:
         "worker", "sock", "fd", "addr", "parser", "out", "pending", "state",
         "last_active", "writing", "linger_on_close", "served",
         "busy", "body", "spooled", "spool_req", "spool", "spool_size", "continued", "local",
-        "head_started", "proxy", "trusted",
+        "head_started", "proxy", "trusted", "held",
     )
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
@@ -89,6 +91,7 @@ class Connection:
         self.linger_on_close = False
         self.served = 0  # requests answered on this connection
         self.busy = False  # a request of ours is in the thread pool
+        self.held = False  # out of epoll until the pool's answer (see hold)
         # The body of the request being handled when the parser's Request.body is not it
         # (bytes gathered here, or a temporary file); handlers read it through `body`.
         self.body = None
@@ -106,6 +109,9 @@ class Connection:
     # ------------------------------------------------------------------ events
 
     def on_readable(self) -> None:
+        if self.busy:
+            self.hold()
+            return
         try:
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -166,8 +172,9 @@ class Connection:
             self._drop_body()
             return
         self.last_active = self.worker.now
-        self.worker.resume(self)
-        self.writing = False
+        if self.held:
+            self.held = False
+            self.worker.resume(self)
         pending = self.pending
         self.pending = None
         if self.answered(req, resp, t0, bool(pending)) and pending:
@@ -178,6 +185,13 @@ class Connection:
         if self.pending is None and not self.busy and self.state == OPEN and self.parser.error is not None:
             self.reject(self.parser.error)
         self.after_write()
+
+    def hold(self) -> None:
+        """Input (or a close) while our request is in the pool: nothing is read until its
+        answer is queued, as before it was handled; out of epoll meanwhile, else the event
+        would fire on every pass."""
+        self.held = True
+        self.worker.pause(self)
 
     def proxy_header(self, data: bytes) -> bytes:
         """Take the PROXY header that a trusted peer sends first; what follows it."""
@@ -202,7 +216,7 @@ class Connection:
         in Forwarded / X-Forwarded-For / X-Forwarded-Proto."""
         addr = self.addr
         host = addr[0] if isinstance(addr, tuple) else ""
-        if self.trusted and self.worker.trusted:
+        if self.trusted and self.worker.trusted and claims_forwarding(req):
             return forwarded_client(req.headers, host, self.worker.trusted)
         return host, "http"
 
@@ -307,7 +321,9 @@ class Connection:
             if pool is not None:
                 self.pending = deque(islice(reqs, i, None))
                 self.busy = True
-                worker.pause(self)
+                if self.writing:  # still registered for EPOLLOUT: it would fire at once
+                    self.writing = False
+                    worker.watch_read(self)
                 pool.submit(self, req)
                 return
             t0 = perf_counter() if timed else 0.0

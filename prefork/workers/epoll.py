@@ -256,6 +256,8 @@ class Worker:
             # Access lines wait only until the loop has had nothing to do for a moment
             # (ACCESS_IDLE): tail -f sees a request as it is answered, and a busy worker
             # writes in batches (ACCESS_BATCH lines, or once a second) at no extra syscall.
+            if pool is not None and pool.jobs:
+                pool.kick()
             pending = access is not None and access.lines
             events = ep.poll(min(timeout, ACCESS_IDLE) if pending else timeout)
             if pending and not events:
@@ -415,7 +417,7 @@ class Worker:
         self.ep.modify(conn.fd, READ)
 
     def pause(self, conn: Connection) -> None:
-        """Out of epoll while its request is in the pool: nothing to read or write."""
+        """Out of epoll while its request is in the pool (Connection.hold)."""
         self.ep.unregister(conn.fd)
 
     def resume(self, conn: Connection) -> None:
