@@ -33,7 +33,7 @@ import ssl
 
 from prefork.apps.response import FileBody, StreamBody
 from prefork.http.errors import ParseError
-from prefork.proxy import ProxyProtocolError, forwarded_client, parse_proxy_header
+from prefork.proxy import ProxyProtocolError, claims_forwarding, forwarded_client, parse_proxy_header
 from prefork.tls import TLSInfo
 from prefork.workers.connection import CLOSED, OPEN, STREAM_BURST, Connection, _peer, log
 
@@ -232,7 +232,7 @@ class TLSConnection(Connection):
         """As Connection.client, with "https" unless a trusted proxy says otherwise."""
         addr = self.addr
         host = addr[0] if isinstance(addr, tuple) else ""
-        if self.trusted and self.worker.trusted:
+        if self.trusted and self.worker.trusted and claims_forwarding(req):
             return forwarded_client(req.headers, host, self.worker.trusted, "https")
         return host, "https"
 
