@@ -549,13 +549,17 @@ def parse_config(argv: Optional[Sequence[str]] = None, environ=None):
         except OSError as exc:
             ap.error(f"--chdir {values['chdir']!r}: {exc.strerror}")
 
-    from prefork.systemd import inherited_binds, inherited_metrics_bind
+    from prefork.systemd import inherited_binds, inherited_metrics_bind, inherited_plain_fds
 
     inherited, source = inherited_binds()
     # An upgrade hands over every socket; systemd's sockets serve when no --bind is given.
     if inherited and (source == "upgrade" or not values.get("bind")):
-        values["bind"] = list(inherited)
+        plain = inherited_plain_fds() if source == "upgrade" else set()
+        values["bind"] = [b for b in inherited if b.fd not in plain]
         sources["bind"] = source
+        if plain:  # the old master's --bind-plain listeners: plain here too
+            values["plain_binds"] = [b for b in inherited if b.fd in plain]
+            sources["plain_binds"] = source
     metrics = inherited_metrics_bind()
     if metrics:
         values["metrics_bind"] = metrics

@@ -402,6 +402,9 @@ class Master:
             return
         fds = [l.fileno() for l in self.listeners]
         env = dict(os.environ, **{systemd.INHERIT_ENV: ",".join(map(str, fds))})
+        plain = [str(l.fileno()) for l in self.listeners if not l.tls]
+        if self.cfg.tls and plain:  # the --bind-plain ones stay plain in the new master
+            env[systemd.INHERIT_PLAIN_ENV] = ",".join(plain)
         if self.metrics is not None:
             fds.append(self.metrics.fileno())
             env[systemd.INHERIT_METRICS_ENV] = str(self.metrics.fileno())

@@ -19,11 +19,18 @@ from prefork.config import BindSpec
 SD_LISTEN_FDS_START = 3
 INHERIT_ENV = "PREFORK_FDS"
 INHERIT_METRICS_ENV = "PREFORK_METRICS_FD"
+# Of the PREFORK_FDS, the plain listeners beside TLS ones (--bind-plain), for an upgrade.
+INHERIT_PLAIN_ENV = "PREFORK_PLAIN_FDS"
 
 
 def inherited_metrics_bind() -> Optional[BindSpec]:
     fd = os.environ.pop(INHERIT_METRICS_ENV, "")
     return BindSpec("fd", fd=int(fd)) if fd.isdigit() else None
+
+
+def inherited_plain_fds() -> set:
+    """Which inherited descriptors were plain listeners beside TLS ones (--bind-plain)."""
+    return {int(fd) for fd in os.environ.pop(INHERIT_PLAIN_ENV, "").split(",") if fd.isdigit()}
 
 
 def inherited_binds() -> Tuple[Optional[List[BindSpec]], str]:

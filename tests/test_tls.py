@@ -507,3 +507,40 @@ def test_asgi_websocket_over_wss(tls_server, certs):
     assert hello["scheme"] == "wss" and hello["tls"]["tls_version"] in (0x0303, 0x0304)
     assert echo == "ping" and big_ok
     assert websockets is not None
+
+
+def test_usr2_upgrade_keeps_plain_listeners_plain(tls_server, certs, tmp_path):
+    """USR2 hands every socket to a new master; the --bind-plain ones stay plain there (they
+    came back as TLS: a plain client got its connection closed as a failed handshake)."""
+    pid_file = tmp_path / "master.pid"
+    srv = tls_server("--bind-plain", "127.0.0.1:0", "--pid", str(pid_file), app="tls_apps:app")
+    host, port = srv.urls[1].split("//")[1].rsplit(":", 1)
+    new_pid = None
+    try:
+        srv.proc.send_signal(signal.SIGUSR2)
+        srv.wait_for(r"USR2: started a new master")
+        deadline = time.monotonic() + 20
+        while new_pid is None:  # the new master writes its own pid file
+            assert time.monotonic() < deadline, "no pid file from the new master"
+            text = pid_file.read_text().strip() if pid_file.exists() else ""
+            if text and text != str(srv.pid):
+                new_pid = int(text)
+            else:
+                time.sleep(0.05)
+        srv.wait_for(r"Booted worker", timeout=20)  # the new master's worker
+        srv.proc.send_signal(signal.SIGTERM)  # only the new master serves from here
+        assert srv.proc.wait(20) == 0
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"GET /tls HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, body = read_response(s)
+            assert status == 200 and json.loads(body)["scheme"] == "http"
+        with tls_connect(srv, certs.client_context()) as s:
+            s.sendall(get(s, "/tls"))
+            status, _, body = read_response(s)
+            assert status == 200 and json.loads(body)["scheme"] == "https"
+    finally:
+        if new_pid:
+            os.kill(new_pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while os.path.exists(f"/proc/{new_pid}") and time.monotonic() < deadline:
+                time.sleep(0.05)
