@@ -32,6 +32,8 @@ from prefork.apps.response import error_response
 from prefork.workers.epoll import ACCESS_IDLE, log
 
 READ_AHEAD = 256 * 1024  # request body bytes read before the application asks for them
+HEADS_KEPT = 256  # response heads (status, application fields) kept serialized, per worker
+OUT_BATCH = 64 * 1024  # answer bytes kept for one write at the end of data_received
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered
 WRITE_HIGH = 256 * 1024  # transport write buffer high-water mark
 
@@ -53,9 +55,10 @@ class Cycle:
 
     __slots__ = ("req", "body", "buffered", "done", "waiter", "started", "complete", "mode",
                  "left", "head", "status", "keep", "continued", "t0", "sent", "trailers", "task",
-                 "disconnected", "length", "received_all", "trailer_fields", "upgrade")
+                 "disconnected", "length", "received_all", "trailer_fields", "upgrade", "proto")
 
-    def __init__(self, req, body: bytes, done: bool) -> None:
+    def __init__(self, proto, req, body: bytes, done: bool) -> None:
+        self.proto = proto
         self.req = req
         self.body = deque((body,)) if body else deque()
         self.buffered = len(body)
@@ -63,7 +66,7 @@ class Cycle:
         self.waiter = None  # a future receive() waits on
         self.started = False  # http.response.start seen
         self.complete = False  # the response has gone out whole
-        self.head = None  # (status, fields, length) until the first body message
+        self.head = None  # (status, header block, length) until the first body message
         self.mode = HEAD_ONLY
         self.left = 0
         self.status = 0
@@ -78,6 +81,14 @@ class Cycle:
         self.received_all = False  # receive() has returned the last body bytes
         self.trailer_fields = []
         self.upgrade = False  # a WebSocket handshake
+
+    # The application's receive and send: plain functions that return the protocol's
+    # coroutine (no closure, no extra coroutine frame per message).
+    def receive(self):
+        return self.proto.receive(self)
+
+    def send(self, message):
+        return self.proto.send(self, message)
 
     def wake(self) -> None:
         w = self.waiter
@@ -108,6 +119,12 @@ class HttpProtocol(asyncio.Protocol):
         self.proxy = b"" if worker.proxy_protocol and self.trusted else None
         self.ws = None  # the WebSocket, after an upgrade
         self.early = None  # bytes received after an upgrade head, before the WebSocket starts
+        self.out = None  # while data_received runs: the bytes to write when it returns
+        self.out_bytes = 0
+        heads = getattr(worker, "asgi_heads", None)
+        if heads is None:
+            heads = worker.asgi_heads = {}
+        self.heads = heads  # (status, tuple(headers)) -> (header block, Content-Length or None)
 
     # ------------------------------------------------------------------ transport events
 
@@ -133,6 +150,19 @@ class HttpProtocol(asyncio.Protocol):
             data = self.proxy_header(data)
             if not data:
                 return
+        # What the applications answer while this read is handled goes out in one write
+        # (self.write): head and body together, and the answers to pipelined requests.
+        self.out = out = []
+        self.out_bytes = 0
+        try:
+            self.feed(data)
+        finally:
+            self.out = None
+            if out:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def feed(self, data: bytes) -> None:
+        """The HTTP/1.1 part of data_received: requests in, applications started."""
         parser = self.parser
         reqs = parser.feed(data)
         if parser.buffered and parser.pending is None:
@@ -150,9 +180,9 @@ class HttpProtocol(asyncio.Protocol):
                 streaming.wake()
                 self.streaming = streaming = None
             else:
-                cycle = Cycle(req, req.body, True)
+                cycle = Cycle(self, req, req.body, True)
                 self.cycles.append(cycle)
-                if req.method == "GET" and self.is_websocket(req):
+                if req.method == "GET" and req.header("upgrade") is not None and self.is_websocket(req):
                     cycle.upgrade = True
                     self.state = UPGRADING
                     self.early = bytearray(self.bytes_after_upgrade(data, reqs, i))
@@ -163,7 +193,7 @@ class HttpProtocol(asyncio.Protocol):
         p = parser.pending
         if p is not None:
             if streaming is None:
-                self.streaming = streaming = Cycle(p, b"", False)
+                self.streaming = streaming = Cycle(self, p, b"", False)
                 self.cycles.append(streaming)
             data = parser.take_body()
             if data:
@@ -230,6 +260,27 @@ class HttpProtocol(asyncio.Protocol):
                 self.drain_waiter = w = self.worker.loop.create_future()
             await w
 
+    def write(self, data: bytes) -> None:
+        """transport.write, or, while data_received runs, kept for its one write at the
+        end (up to OUT_BATCH bytes: past that they go now, so that pause_writing comes)."""
+        out = self.out
+        if out is None:
+            self.transport.write(data)
+            return
+        out.append(data)
+        self.out_bytes += len(data)
+        if self.out_bytes > OUT_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """What write() kept goes to the transport now (before a close, a sendfile, a
+        WebSocket's first frames: anything that must come after it)."""
+        out = self.out
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+            self.out_bytes = 0
+
     # ------------------------------------------------------------------ flow control
 
     def read_flow(self) -> None:
@@ -260,6 +311,7 @@ class HttpProtocol(asyncio.Protocol):
 
                 self.cycles.clear()
                 self.current = None
+                self.flush()
                 early, self.early = self.early, None
                 start_websocket(self, cycle.req, bytes(early or b""))
                 return
@@ -345,15 +397,8 @@ class HttpProtocol(asyncio.Protocol):
             self.simple_answer(cycle, 404, "Not Found")
             return
         scope = self.scope_for(req, "http")
-
-        async def receive():
-            return await self.receive(cycle)
-
-        async def send(message):
-            await self.send(cycle, message)
-
         try:
-            await worker.app(scope, receive, send)
+            await worker.app(scope, cycle.receive, cycle.send)
         except BaseException as exc:  # noqa: BLE001 - an application error is logged, never raised
             if isinstance(exc, ClientDisconnected) and cycle.disconnected:
                 if self.state == CLOSING:  # it heard the client's half-close
@@ -384,7 +429,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         resp = error_response(status, reason)
         cycle.started = True
-        cycle.head = (status, resp.headers, len(resp.body))
+        cycle.head = (status, self.worker.header_block(resp.headers), len(resp.body))
         self.start_body(cycle, resp.body, False)
 
     # ------------------------------------------------------------------ receive
@@ -407,7 +452,7 @@ class HttpProtocol(asyncio.Protocol):
         if not cycle.body and not cycle.done:
             if cycle.req.expect_continue and not cycle.continued and not cycle.started:
                 cycle.continued = True
-                self.transport.write(CONTINUE)
+                self.write(CONTINUE)
             while not cycle.body and not cycle.done and not cycle.disconnected:
                 cycle.waiter = w = self.worker.loop.create_future()
                 self.read_flow()
@@ -434,43 +479,56 @@ class HttpProtocol(asyncio.Protocol):
         kind = message["type"]
         if cycle.disconnected or self.state == CLOSED:
             raise ClientDisconnected("the client has gone")
+        if kind == "http.response.body" and cycle.started:  # the most common message first
+            if cycle.complete or cycle.mode == -1:
+                raise RuntimeError("http.response.body after the response ended")
+            if cycle.head is not None:
+                self.start_body(cycle, message.get("body", b""), message.get("more_body", False))
+            else:
+                self.write_body(cycle, message.get("body", b""), message.get("more_body", False))
+            if self.write_paused:
+                await self.drain()
+            return
         if kind == "http.response.start":
             if cycle.started:
                 raise RuntimeError("http.response.start sent twice")
             cycle.started = True
             status = message["status"]
+            headers = message.get("headers", ())
+            heads = self.heads
             try:
-                fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
-                fields, length = clean_headers(fields)
-                self.worker.header_block(fields)  # checks now, so that a bad field is a 500
-                self.worker.status_line(status)
-            except (ResponseHeadError, AttributeError, TypeError, ValueError) as exc:
-                resp = error_response(*refuse_head(cycle.req.method, cycle.req.target, exc))
-                cycle.head = (resp.status, resp.headers, len(resp.body))
-                self.start_body(cycle, resp.body, False)
-                return
+                key = (status, tuple(headers))
+                block, length = heads[key]
+            except (KeyError, TypeError):  # not seen yet (or not hashable: not kept)
+                key = None
+                try:
+                    fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+                    fields, length = clean_headers(fields)
+                    block = self.worker.header_block(fields)  # checks now, so that a bad field is a 500
+                    self.worker.status_line(status)
+                except (ResponseHeadError, AttributeError, TypeError, ValueError) as exc:
+                    resp = error_response(*refuse_head(cycle.req.method, cycle.req.target, exc))
+                    cycle.head = (resp.status, self.worker.header_block(resp.headers), len(resp.body))
+                    self.start_body(cycle, resp.body, False)
+                    return
+                try:
+                    key = (status, tuple(headers))
+                    if len(heads) >= HEADS_KEPT:
+                        heads.clear()
+                    heads[key] = (block, length)
+                except TypeError:
+                    pass
             cycle.trailers = bool(message.get("trailers", False))
             if cycle.trailers:
                 if accepts_trailers(cycle.req.version, cycle.req.headers):
                     length = None  # trailers need the chunked coding
                 else:
                     cycle.trailer_fields = None  # the client did not ask: dropped
-            cycle.head = (status, fields, length)
+            cycle.head = (status, block, length)
             return
         if not cycle.started:
             raise RuntimeError(f"{kind} before http.response.start")
-        if kind == "http.response.body":
-            if cycle.complete or cycle.mode == -1:
-                raise RuntimeError("http.response.body after the response ended")
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            if cycle.head is not None:
-                self.start_body(cycle, body, more)
-            else:
-                self.write_body(cycle, body, more)
-            if self.write_paused:
-                await self.drain()
-        elif kind == "http.response.pathsend":
+        if kind == "http.response.pathsend":
             await self.pathsend(cycle, message["path"])
         elif kind == "http.response.trailers":
             if not cycle.trailers or cycle.head is not None or cycle.complete:
@@ -480,7 +538,7 @@ class HttpProtocol(asyncio.Protocol):
                 cycle.trailer_fields += clean_headers(fields)[0]
             if not message.get("more_trailers", False):
                 if cycle.mode == CHUNKED:
-                    self.transport.write(last_chunk(cycle.trailer_fields or (), self.worker.header_block))
+                    self.write(last_chunk(cycle.trailer_fields or (), self.worker.header_block))
                 self.response_done(cycle)
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
@@ -488,15 +546,14 @@ class HttpProtocol(asyncio.Protocol):
     def start_body(self, cycle: Cycle, body: bytes, more: bool) -> None:
         """The head goes out with the first body bytes: when they are the whole body, the
         server knows its length and sends Content-Length instead of chunking."""
-        status, fields, length = cycle.head
+        status, block, length = cycle.head
         cycle.head = None
         worker = self.worker
         req = cycle.req
         if length is None and not more and (not cycle.trailers or cycle.trailer_fields is None):
             length = len(body)
         data, mode, keep = response_head(req.method, req.version, req.keep_alive and not worker.stopping,
-                                         worker.status_line(status), worker.date_block,
-                                         worker.header_block(fields), status, length)
+                                         worker.status_line(status), worker.date_block, block, status, length)
         cycle.status = status
         cycle.mode = mode
         cycle.keep = keep
@@ -504,17 +561,24 @@ class HttpProtocol(asyncio.Protocol):
         cycle.left = length if length is not None else 0
         worker.count_answer(status)
         if mode == HEAD_ONLY:
-            self.transport.write(data)
+            self.write(data)
             cycle.mode = -1  # body messages are dropped until the last
             if not more and not cycle.trailers:
                 self.response_done(cycle)
             return
-        self.transport.write(data)
+        if mode == EXACT and not more and len(body) == length and length <= OUT_BATCH and not cycle.trailers:
+            # The common answer, its whole body in one message: head and body in one piece.
+            cycle.left = 0
+            cycle.sent = length
+            self.write(data + body)
+            self.response_done(cycle)
+            return
+        self.write(data)
         self.write_body(cycle, body, more)
 
     def write_body(self, cycle: Cycle, body: bytes, more: bool) -> None:
         mode = cycle.mode
-        t = self.transport
+        t = self
         if mode == -1:  # HEAD, 204, 304: nothing goes out
             if not more and not cycle.trailers:
                 self.response_done(cycle)
@@ -561,8 +625,8 @@ class HttpProtocol(asyncio.Protocol):
             raise RuntimeError("http.response.pathsend after the body started")
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            status, fields, length = cycle.head
-            cycle.head = (status, fields, size)
+            status, block, length = cycle.head
+            cycle.head = (status, block, size)
             self.start_body(cycle, b"", True)
             if cycle.mode == -1:
                 self.response_done(cycle)
@@ -578,6 +642,7 @@ class HttpProtocol(asyncio.Protocol):
         """`size` bytes of `f` to the client: loop.sendfile (os.sendfile on the stdlib loop);
         where the loop has none (uvloop), os.sendfile on the socket whenever the transport
         has nothing queued, else reads handed to the transport."""
+        self.flush()
         try:
             await self.worker.loop.sendfile(self.transport, f, 0, size)
             return
@@ -648,7 +713,7 @@ class HttpProtocol(asyncio.Protocol):
         worker = self.worker
         log.info("%s from %s: %s", error.status, _peer(self.addr), error.detail)
         resp = error_response(error.status, error.reason)
-        self.transport.write(error_answer(worker.status_line(error.status), worker.date_block,
+        self.write(error_answer(worker.status_line(error.status), worker.date_block,
                                           worker.header_block(resp.headers), resp.body))
         worker.count_answer(error.status)
         self.parser = None
@@ -667,6 +732,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
+        self.flush()
         try:
             if self.transport.can_write_eof():
                 self.transport.write_eof()
@@ -711,9 +777,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         if self.state != CLOSED and self.transport is not None:
+            self.flush()
             self.transport.close()
 
     def abort(self) -> None:
+        if self.out:
+            self.out.clear()
         if self.transport is not None:
             self.transport.abort()
 
