@@ -33,7 +33,8 @@ from prefork.workers.epoll import ACCESS_IDLE, log
 
 READ_AHEAD = 256 * 1024  # request body bytes read before the application asks for them
 HEADS_KEPT = 256  # response heads (status, application fields) kept serialized, per worker
-OUT_BATCH = 64 * 1024  # answer bytes kept for one write at the end of data_received
+ONE_PIECE = 64 * 1024  # a whole body up to this size goes out joined to its head (one send)
+FORWARDING = frozenset(("forwarded", "x-forwarded-for", "x-forwarded-proto"))  # what forwarded_client reads
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered
 WRITE_HIGH = 256 * 1024  # transport write buffer high-water mark
 
@@ -119,8 +120,6 @@ class HttpProtocol(asyncio.Protocol):
         self.proxy = b"" if worker.proxy_protocol and self.trusted else None
         self.ws = None  # the WebSocket, after an upgrade
         self.early = None  # bytes received after an upgrade head, before the WebSocket starts
-        self.out = None  # while data_received runs: the bytes to write when it returns
-        self.out_bytes = 0
         heads = getattr(worker, "asgi_heads", None)
         if heads is None:
             heads = worker.asgi_heads = {}
@@ -150,19 +149,6 @@ class HttpProtocol(asyncio.Protocol):
             data = self.proxy_header(data)
             if not data:
                 return
-        # What the applications answer while this read is handled goes out in one write
-        # (self.write): head and body together, and the answers to pipelined requests.
-        self.out = out = []
-        self.out_bytes = 0
-        try:
-            self.feed(data)
-        finally:
-            self.out = None
-            if out:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-
-    def feed(self, data: bytes) -> None:
-        """The HTTP/1.1 part of data_received: requests in, applications started."""
         parser = self.parser
         reqs = parser.feed(data)
         if parser.buffered and parser.pending is None:
@@ -260,27 +246,6 @@ class HttpProtocol(asyncio.Protocol):
                 self.drain_waiter = w = self.worker.loop.create_future()
             await w
 
-    def write(self, data: bytes) -> None:
-        """transport.write, or, while data_received runs, kept for its one write at the
-        end (up to OUT_BATCH bytes: past that they go now, so that pause_writing comes)."""
-        out = self.out
-        if out is None:
-            self.transport.write(data)
-            return
-        out.append(data)
-        self.out_bytes += len(data)
-        if self.out_bytes > OUT_BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        """What write() kept goes to the transport now (before a close, a sendfile, a
-        WebSocket's first frames: anything that must come after it)."""
-        out = self.out
-        if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-            self.out_bytes = 0
-
     # ------------------------------------------------------------------ flow control
 
     def read_flow(self) -> None:
@@ -288,7 +253,10 @@ class HttpProtocol(asyncio.Protocol):
         for receive(), or too many pipelined requests waiting for their turn."""
         if self.state != OPEN or self.ws is not None:
             return
-        ahead = sum(c.buffered for c in self.cycles)
+        cycles = self.cycles
+        if not self.read_paused and len(cycles) <= 1 and (not cycles or cycles[0].buffered <= READ_AHEAD):
+            return  # the common case: one request at a time, reading on
+        ahead = sum(c.buffered for c in cycles)
         over = ahead > READ_AHEAD or len(self.cycles) > MAX_PIPELINED
         if over and not self.read_paused:
             self.read_paused = True
@@ -311,7 +279,6 @@ class HttpProtocol(asyncio.Protocol):
 
                 self.cycles.clear()
                 self.current = None
-                self.flush()
                 early, self.early = self.early, None
                 start_websocket(self, cycle.req, bytes(early or b""))
                 return
@@ -366,9 +333,13 @@ class HttpProtocol(asyncio.Protocol):
             host, port = "", 0
         scheme = "http"
         if self.trusted and self.worker.trusted:
-            fhost, scheme = forwarded_client(req.headers, host, self.worker.trusted)
-            if fhost != host:
-                host, port = fhost, 0
+            headers = req.headers
+            for name, _ in headers:
+                if name in FORWARDING:  # (forwarded_client finds nothing else to go on)
+                    fhost, scheme = forwarded_client(headers, host, self.worker.trusted)
+                    if fhost != host:
+                        host, port = fhost, 0
+                    break
         return ((host, port) if isinstance(addr, tuple) else None), scheme
 
     def server_address(self):
@@ -452,7 +423,7 @@ class HttpProtocol(asyncio.Protocol):
         if not cycle.body and not cycle.done:
             if cycle.req.expect_continue and not cycle.continued and not cycle.started:
                 cycle.continued = True
-                self.write(CONTINUE)
+                self.transport.write(CONTINUE)
             while not cycle.body and not cycle.done and not cycle.disconnected:
                 cycle.waiter = w = self.worker.loop.create_future()
                 self.read_flow()
@@ -497,10 +468,9 @@ class HttpProtocol(asyncio.Protocol):
             headers = message.get("headers", ())
             heads = self.heads
             try:
-                key = (status, tuple(headers))
-                block, length = heads[key]
+                headers = tuple(headers)
+                block, length = heads[status, headers]
             except (KeyError, TypeError):  # not seen yet (or not hashable: not kept)
-                key = None
                 try:
                     fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
                     fields, length = clean_headers(fields)
@@ -511,12 +481,11 @@ class HttpProtocol(asyncio.Protocol):
                     cycle.head = (resp.status, self.worker.header_block(resp.headers), len(resp.body))
                     self.start_body(cycle, resp.body, False)
                     return
+                if len(heads) >= HEADS_KEPT:
+                    heads.clear()
                 try:
-                    key = (status, tuple(headers))
-                    if len(heads) >= HEADS_KEPT:
-                        heads.clear()
-                    heads[key] = (block, length)
-                except TypeError:
+                    heads[status, headers] = (block, length)
+                except TypeError:  # fields given as lists: fine, but not kept
                     pass
             cycle.trailers = bool(message.get("trailers", False))
             if cycle.trailers:
@@ -538,7 +507,7 @@ class HttpProtocol(asyncio.Protocol):
                 cycle.trailer_fields += clean_headers(fields)[0]
             if not message.get("more_trailers", False):
                 if cycle.mode == CHUNKED:
-                    self.write(last_chunk(cycle.trailer_fields or (), self.worker.header_block))
+                    self.transport.write(last_chunk(cycle.trailer_fields or (), self.worker.header_block))
                 self.response_done(cycle)
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
@@ -561,24 +530,24 @@ class HttpProtocol(asyncio.Protocol):
         cycle.left = length if length is not None else 0
         worker.count_answer(status)
         if mode == HEAD_ONLY:
-            self.write(data)
+            self.transport.write(data)
             cycle.mode = -1  # body messages are dropped until the last
             if not more and not cycle.trailers:
                 self.response_done(cycle)
             return
-        if mode == EXACT and not more and len(body) == length and length <= OUT_BATCH and not cycle.trailers:
+        if mode == EXACT and not more and len(body) == length and length <= ONE_PIECE and not cycle.trailers:
             # The common answer, its whole body in one message: head and body in one piece.
             cycle.left = 0
             cycle.sent = length
-            self.write(data + body)
+            self.transport.write(data + body)
             self.response_done(cycle)
             return
-        self.write(data)
+        self.transport.write(data)
         self.write_body(cycle, body, more)
 
     def write_body(self, cycle: Cycle, body: bytes, more: bool) -> None:
         mode = cycle.mode
-        t = self
+        t = self.transport
         if mode == -1:  # HEAD, 204, 304: nothing goes out
             if not more and not cycle.trailers:
                 self.response_done(cycle)
@@ -642,7 +611,6 @@ class HttpProtocol(asyncio.Protocol):
         """`size` bytes of `f` to the client: loop.sendfile (os.sendfile on the stdlib loop);
         where the loop has none (uvloop), os.sendfile on the socket whenever the transport
         has nothing queued, else reads handed to the transport."""
-        self.flush()
         try:
             await self.worker.loop.sendfile(self.transport, f, 0, size)
             return
@@ -713,7 +681,7 @@ class HttpProtocol(asyncio.Protocol):
         worker = self.worker
         log.info("%s from %s: %s", error.status, _peer(self.addr), error.detail)
         resp = error_response(error.status, error.reason)
-        self.write(error_answer(worker.status_line(error.status), worker.date_block,
+        self.transport.write(error_answer(worker.status_line(error.status), worker.date_block,
                                           worker.header_block(resp.headers), resp.body))
         worker.count_answer(error.status)
         self.parser = None
@@ -732,7 +700,6 @@ class HttpProtocol(asyncio.Protocol):
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
-        self.flush()
         try:
             if self.transport.can_write_eof():
                 self.transport.write_eof()
@@ -777,12 +744,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         if self.state != CLOSED and self.transport is not None:
-            self.flush()
             self.transport.close()
 
     def abort(self) -> None:
-        if self.out:
-            self.out.clear()
         if self.transport is not None:
             self.transport.abort()
 
