@@ -254,6 +254,25 @@ def test_pathsend_and_trailers(asgi, tmp_path):
     assert data.endswith(b"\r\n4\r\ndata\r\n0\r\nx-checksum: abc\r\n\r\n")
 
 
+def test_pathsend_small_files_go_with_their_head(asgi, tmp_path):
+    """A small file is read and sent with its head; HEAD, an empty file and the next
+    request on the connection are as with sendfile."""
+    small, empty = tmp_path / "small.bin", tmp_path / "empty.bin"
+    small.write_bytes(os.urandom(1024))
+    empty.write_bytes(b"")
+    srv = asgi("asgi_apps:raw")
+    s = srv.connect()
+    buf = bytearray()
+    for method, f in (("GET", small), ("HEAD", small), ("GET", empty), ("GET", small)):
+        s.sendall(f"{method} /pathsend?{f} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        status, headers, body = read_response(s, head_only=method == "HEAD", buf=buf)
+        assert (status, headers["content-length"]) == (200, str(f.stat().st_size))
+        assert body == (b"" if method == "HEAD" else f.read_bytes())
+    s.sendall(b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert read_response(s, buf=buf)[2] == b"hello /ok" and not buf
+    s.close()
+
+
 def test_lifespan_failed_startup_is_a_boot_failure(parser_name):
     from conftest import Server
     srv = Server(["--bind", "127.0.0.1:0", "--workers", "1", "--parser", parser_name, "asgi_apps:failing_startup"],

@@ -592,10 +592,18 @@ class HttpProtocol(asyncio.Protocol):
         falls back to reads and writes where the loop cannot)."""
         if cycle.head is None:
             raise RuntimeError("http.response.pathsend after the body started")
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:
             size = os.fstat(f.fileno()).st_size
             status, block, length = cycle.head
             cycle.head = (status, block, size)
+            if size <= ONE_PIECE:
+                # A small file: read, then one send with its head (sendfile would cost a
+                # send for the head, a sendfile, and a pass of the loop in between).
+                data = os.pread(f.fileno(), size, 0)
+                if len(data) != size:
+                    raise OSError("the file ended early while sending")
+                self.start_body(cycle, data, False)
+                return
             self.start_body(cycle, b"", True)
             if cycle.mode == -1:
                 self.response_done(cycle)
