@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import struct
 from collections import deque
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -35,6 +36,31 @@ CLOSE_WAIT = 5.0  # seconds the client has to answer our close frame
 MAX_EARLY = 256 * 1024  # bytes read before the application accepts, then reading pauses
 
 CONNECTING, ACCEPTED, CLOSING, CLOSED = range(4)
+
+# Frames without an extension, written and read here instead of through wsproto's objects
+# (a frame object, a message object and a generator per message): the hot path of an
+# open WebSocket. wsproto still does the handshake's extension negotiation, the closing
+# handshake, fragmented messages, and every frame these functions do not take.
+_OPEN = ConnectionState.OPEN
+TEXT, BINARY, PING, PONG = 1, 2, 9, 10
+
+
+def plain_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked frame (server to client), as wsproto would build it."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
+
+
+def unmask(mask: bytes, payload: bytes) -> bytes:
+    n = len(payload)
+    if not n:
+        return b""
+    key = int.from_bytes((mask * ((n + 3) // 4))[:n], "little")
+    return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
 
 
 def start_websocket(proto, req, early: bytes = b"") -> None:
@@ -102,6 +128,8 @@ class WebSocket:
         self.http_head = None
         self.task = None
         self.early = b""  # bytes received before the accept
+        self.plain = False  # frames read by plain_frames (no extension; wsproto not fed yet)
+        self.partial = b""  # the start of a frame plain_frames waits to see whole
 
     # ------------------------------------------------------------------ the application
 
@@ -151,10 +179,16 @@ class WebSocket:
             if self.state != ACCEPTED:
                 raise RuntimeError("websocket.send before websocket.accept, or after close")
             text = message.get("text")
-            if text is not None:
-                data = self.conn.send(TextMessage(data=text))
+            conn = self.conn
+            if self.plain and conn.state is _OPEN:
+                if text is not None:
+                    data = plain_frame(TEXT, text.encode("utf-8"))
+                else:
+                    data = plain_frame(BINARY, message.get("bytes") or b"")
+            elif text is not None:
+                data = conn.send(TextMessage(data=text))
             else:
-                data = self.conn.send(BytesMessage(data=message.get("bytes") or b""))
+                data = conn.send(BytesMessage(data=message.get("bytes") or b""))
             self.proto.transport.write(data)
             if self.proto.write_paused:
                 await self.proto.drain()
@@ -211,6 +245,7 @@ class WebSocket:
         self.proto.transport.write(upgrade_head(worker.status_line(101), worker.date_block, block, "websocket"))
         worker.count_answer(101)
         self.conn = Connection(ConnectionType.SERVER, extensions=extensions)
+        self.plain = not extensions
         self.state = ACCEPTED
         self.last_ping = worker.now
         if worker.stopping:
@@ -250,6 +285,11 @@ class WebSocket:
                     self.proto.read_paused = True
                     self.proto.transport.pause_reading()
             return
+        if self.plain:
+            data = self.plain_frames(data)
+            if not data:
+                self.inbox_flow()
+                return
         try:
             conn.receive_data(data)
             events = list(conn.events())
@@ -283,14 +323,84 @@ class WebSocket:
             elif t is CloseConnection:
                 if conn.state == ConnectionState.REMOTE_CLOSING:
                     write(conn.send(event.response()))
+                elif conn.state == _OPEN:
+                    # wsproto's own close for a frame it could not parse (1002, 1007): it
+                    # sends nothing itself; the client hears the code in our close frame.
+                    log.info("WebSocket protocol error from %s: %s", self.proto.addr, event.reason)
+                    write(conn.send(CloseConnection(code=event.code)))
                 self.deliver({"type": "websocket.disconnect", "code": event.code, "reason": event.reason or ""})
                 self.state = CLOSED
                 self.disconnected = True
                 self.proto.transport.close()
                 return
+        self.inbox_flow()
+
+    def inbox_flow(self) -> None:
         if len(self.inbox) >= MAX_QUEUED and not self.proto.read_paused:
             self.proto.read_paused = True
             self.proto.transport.pause_reading()
+
+    def plain_frames(self, data: bytes) -> bytes:
+        """Read the whole, final, masked text and binary frames (7- or 16-bit lengths, no
+        RSV bit, within --ws-max-size, valid UTF-8 for text), pings and pongs at the front
+        of `data`; keep a frame that has not arrived whole. Returns what is left from the
+        first frame of any other kind: wsproto reads from there on (a close, a fragment, a
+        protocol error), and this connection's frames all go to wsproto from then on."""
+        if self.partial:
+            data = self.partial + data
+            self.partial = b""
+        end = len(data)
+        pos = 0
+        max_size = self.worker.cfg.ws_max_size
+        while pos < end:
+            if end - pos < 2:
+                self.partial = data[pos:]
+                return b""
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            opcode = b0 & 0x0F
+            n = b1 & 0x7F
+            if b0 & 0xF0 != 0x80 or not b1 & 0x80:  # not final, an RSV bit, or not masked
+                break
+            if n == 126:
+                if opcode != TEXT and opcode != BINARY:
+                    break  # (a control frame's length is 125 at most)
+                if end - pos < 4:
+                    self.partial = data[pos:]
+                    return b""
+                n = (data[pos + 2] << 8) | data[pos + 3]
+                if n < 126:
+                    break  # not the shortest length: wsproto's protocol error
+                start = pos + 8
+            elif n == 127:
+                break
+            else:
+                start = pos + 6
+            if n > max_size:
+                break
+            if end < start + n:
+                self.partial = data[pos:]
+                return b""
+            payload = unmask(data[start - 4:start], data[start:start + n])
+            if opcode == BINARY:
+                self.deliver({"type": "websocket.receive", "bytes": payload})
+            elif opcode == TEXT:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    break  # wsproto closes with 1007
+                self.deliver({"type": "websocket.receive", "text": text})
+            elif opcode == PING:
+                self.proto.transport.write(plain_frame(PONG, payload))
+            elif opcode == PONG:
+                self.ping_sent = 0.0
+            else:
+                break
+            pos = start + n
+        else:
+            return b""
+        self.plain = False
+        return data[pos:]
 
     def deliver(self, msg) -> None:
         self.inbox.append(msg)
@@ -340,7 +450,8 @@ class WebSocket:
                 self.fail(1011, "keepalive ping timeout")
         elif cfg.ws_ping_interval and now - self.last_ping >= cfg.ws_ping_interval:
             self.last_ping = self.ping_sent = now
-            self.proto.transport.write(self.conn.send(Ping(payload=b"prefork")))
+            self.proto.transport.write(plain_frame(PING, b"prefork") if self.plain
+                                       else self.conn.send(Ping(payload=b"prefork")))
 
     def connection_lost(self) -> None:
         if not self.disconnected:
