@@ -596,7 +596,7 @@ class HttpProtocol(asyncio.Protocol):
             size = os.fstat(f.fileno()).st_size
             status, block, length = cycle.head
             cycle.head = (status, block, size)
-            if size <= ONE_PIECE:
+            if size <= ONE_PIECE and not cycle.trailers:
                 # A small file: read, then one send with its head (sendfile would cost a
                 # send for the head, a sendfile, and a pass of the loop in between).
                 data = os.pread(f.fileno(), size, 0)
