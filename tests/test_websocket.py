@@ -260,8 +260,7 @@ def open_raw(srv):
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "in-pieces"])
 def test_frames_of_every_length_echoed_and_pings_answered(raw_asgi, split):
-    """The frames the worker reads itself (whole, final, masked, up to 16-bit lengths) and
-    those it leaves to wsproto (64-bit lengths, fragments), in one stream, whole or in
+    """Frames of every length (7-, 16- and 64-bit) and a fragmented message, in one stream, whole or in
     997-byte pieces: every message comes back in order, the ping is answered (at once:
     before the echoes the application sends)."""
     srv = raw_asgi()
@@ -301,7 +300,10 @@ def test_small_frames_split_anywhere(raw_asgi):
     (long_frame(0x1, b"\xff\xfe"), 1007),  # text that is not UTF-8
     (bytes([0x82, 0x03]) + b"abc", 1002),  # not masked
     (bytes([0xC2, 0x83, 1, 2, 3, 4]) + b"abc", 1002),  # an RSV bit without an extension
-    (bytes([0x82, 0xFE, 0x00, 0x05, 1, 2, 3, 4]) + b"abcde", 1002),  # a 16-bit length under 126
+    (bytes([0x83, 0x83, 1, 2, 3, 4]) + b"abc", 1002),  # a reserved opcode
+    (long_frame(0x9, b"p" * 126), 1002),  # a control frame over 125 bytes
+    (long_frame(0x9, b"ping", fin=False), 1002),  # a fragmented control frame
+    (long_frame(0x0, b"cont"), 1002),  # a continuation without a message to continue
 ])
 def test_bad_frames_after_good_ones_close_with_the_right_code(raw_asgi, bad, code):
     srv = raw_asgi()
