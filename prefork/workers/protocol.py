@@ -47,7 +47,7 @@ class ClientDisconnected(OSError):
 
 # Connection states.
 # UPGRADING: a WebSocket upgrade request is queued; what the client sends from then on is
-# WebSocket frames (kept in `early` for wsproto), never HTTP.
+# WebSocket frames (kept in `early` for the WebSocket protocol), never HTTP.
 OPEN, CLOSING, LINGER, CLOSED, UPGRADING = range(5)
 
 

@@ -47,7 +47,7 @@ TEXT, BINARY, CONT, PING, PONG, CLOSE = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT
                                          Opcode.PONG, Opcode.CLOSE)
 _OPEN = State.OPEN
 _SERVER = Side.SERVER
-_DEFLATE = ServerPerMessageDeflateFactory()  # what the client offers, as wsproto accepted it
+_DEFLATE = ServerPerMessageDeflateFactory()  # the parameters the client offers, no limit of ours
 # The protocol logs "connection closed" at INFO for every connection, and its own failures
 # (with a traceback) at ERROR: only those reach the error log.
 _PROTO_LOG = logging.getLogger("prefork.error.websockets")
