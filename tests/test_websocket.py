@@ -327,6 +327,24 @@ def test_message_over_max_size_in_one_frame_closes_1009(raw_asgi):
     assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1009
 
 
+def test_fragmented_message_checked_whole_1007_and_1009(raw_asgi):
+    """A text message whose fragments are not UTF-8 once joined: 1007 (the worker decodes,
+    the protocol does not); fragments that together pass --ws-max-size: 1009."""
+    srv = raw_asgi("--ws-max-size", "1000")
+    s, buf = open_raw(srv)
+    s.sendall(long_frame(0x1, "\u2603".encode()[:2], fin=False) + long_frame(0x0, "\u2603".encode()[2:]))
+    assert read_frame_any(s, buf) == (0x1, "\u2603".encode())
+    s.sendall(long_frame(0x1, b"ok", fin=False) + long_frame(0x0, b"\xff"))
+    opcode, payload = read_frame_any(s, buf)
+    s.close()
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1007
+    s, buf = open_raw(srv)
+    s.sendall(long_frame(0x2, b"a" * 600, fin=False) + long_frame(0x0, b"b" * 600))
+    opcode, payload = read_frame_any(s, buf)
+    s.close()
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1009
+
+
 def read_frame_any(sock, buf: bytearray):
     """(opcode, payload) of the next unmasked server frame, any length."""
     while True:
