@@ -308,7 +308,7 @@ def machine() -> Dict[str, str]:
     except ImportError:
         versions["prefork-http"] = "?"
     for pkg in ("Cython", "gunicorn", "uvicorn", "httptools", "uvloop", "h11", "granian", "bjoern", "uWSGI",
-                "starlette", "fastapi", "websockets", "wsproto", "locust", "matplotlib"):
+                "starlette", "fastapi", "websockets", "locust", "matplotlib"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

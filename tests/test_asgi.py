@@ -162,6 +162,52 @@ def test_app_exceptions(asgi):
     assert get(srv, "/ok")[1] == b"hello /ok"
 
 
+def test_pipelined_answers_in_order_whatever_each_application_does(asgi):
+    """Answers that need no wait, one that suspends first, one that fails before its
+    start: each in turn, on one connection, sent in one write."""
+    srv = asgi("asgi_apps:raw")
+    s = srv.connect()
+    paths = ["/a", "/sleep", "/b", "/raise-before", "/c", "/in-task", "/d"]
+    s.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % p.encode() for p in paths))
+    buf = bytearray()
+    answers = [read_response(s, buf=buf) for _ in paths]
+    s.close()
+    assert [a[0] for a in answers] == [200, 200, 200, 500, 200, 200, 200]
+    assert [a[2] for a in answers if a[0] == 200] == [b"hello /a", b"slept", b"hello /b", b"hello /c", b"task",
+                                                       b"hello /d"]
+
+
+def test_response_heads_kept_per_status_and_fields(asgi):
+    """The same fields under another status get their own head; fields from a generator
+    or as lists work; a bad field is still a 500 after good ones were kept."""
+    srv = asgi("asgi_apps:raw")
+    s = srv.connect()
+    buf = bytearray()
+    for target in (b"/status?201", b"/status?200", b"/status?201", b"/list-fields", b"/list-fields",
+                   b"/bad-header", b"/status?200"):
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % target)
+        status, headers, body = read_response(s, buf=buf)
+        if target.startswith(b"/status"):
+            assert (status, headers["x-same"], headers["content-type"], body) == \
+                (int(target[-3:]), "1", "text/plain", b"status")
+        elif target == b"/list-fields":
+            assert (status, headers["x-list"], body) == (200, "1", b"listed")
+        else:
+            assert status == 500 and "x-evil" not in headers and "set-cookie" not in headers
+    s.close()
+
+
+def test_application_runs_in_a_task_from_its_first_step(asgi):
+    """asyncio.current_task() is the request's task before its first await: asyncio.timeout
+    and anyio cancel scopes (Starlette's BaseHTTPMiddleware) depend on it; running the
+    first step by hand, outside a task, broke both."""
+    srv = asgi("starlette_app:with_middleware")
+    r, data = get(srv, "/")
+    assert (r.status, data, r.getheader("x-middleware")) == (200, b"starlette home", "1")
+    srv = asgi("asgi_apps:raw")
+    assert get(srv, "/in-task")[1] == b"task"
+
+
 def test_client_disconnect_mid_stream(asgi, tmp_path):
     srv = asgi("asgi_apps:raw")
     marker = tmp_path / "gone"
@@ -207,6 +253,25 @@ def test_pathsend_and_trailers(asgi, tmp_path):
         data += piece
     s.close()
     assert data.endswith(b"\r\n4\r\ndata\r\n0\r\nx-checksum: abc\r\n\r\n")
+
+
+def test_pathsend_small_files_go_with_their_head(asgi, tmp_path):
+    """A small file is read and sent with its head; HEAD, an empty file and the next
+    request on the connection are as with sendfile."""
+    small, empty = tmp_path / "small.bin", tmp_path / "empty.bin"
+    small.write_bytes(os.urandom(1024))
+    empty.write_bytes(b"")
+    srv = asgi("asgi_apps:raw")
+    s = srv.connect()
+    buf = bytearray()
+    for method, f in (("GET", small), ("HEAD", small), ("GET", empty), ("GET", small)):
+        s.sendall(f"{method} /pathsend?{f} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        status, headers, body = read_response(s, head_only=method == "HEAD", buf=buf)
+        assert (status, headers["content-length"]) == (200, str(f.stat().st_size))
+        assert body == (b"" if method == "HEAD" else f.read_bytes())
+    s.sendall(b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert read_response(s, buf=buf)[2] == b"hello /ok" and not buf
+    s.close()
 
 
 def test_lifespan_failed_startup_is_a_boot_failure(parser_name):

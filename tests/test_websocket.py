@@ -241,6 +241,129 @@ def test_frames_sent_with_the_handshake_reach_the_application(raw_asgi):
         s.close()
 
 
+def long_frame(opcode: int, payload: bytes, mask: bytes = b"\x37\xfa\x21\x3d", fin: bool = True) -> bytes:
+    """One masked client frame of any length (16- or 64-bit lengths past 125 bytes)."""
+    n = len(payload)
+    length = bytes([0x80 | n]) if n < 126 else (bytes([0x80 | 126]) + n.to_bytes(2, "big") if n < 65536
+                                                 else bytes([0x80 | 127]) + n.to_bytes(8, "big"))
+    return bytes([(0x80 if fin else 0) | opcode]) + length + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def open_raw(srv):
+    s = srv.connect()
+    s.sendall(handshake())
+    buf = bytearray()
+    assert read_head(s, buf).startswith(b"HTTP/1.1 101 ")
+    return s, buf
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "in-pieces"])
+def test_frames_of_every_length_echoed_and_pings_answered(raw_asgi, split):
+    """Frames of every length (7-, 16- and 64-bit) and a fragmented message, in one stream, whole or in
+    997-byte pieces: every message comes back in order, the ping is answered (at once:
+    before the echoes the application sends)."""
+    srv = raw_asgi()
+    s, buf = open_raw(srv)
+    text = "h\u00e9llo \u2603"
+    stream = [long_frame(0x2, b""), long_frame(0x2, bytes(range(125))), long_frame(0x1, text.encode()),
+              long_frame(0x9, b"ping!"), long_frame(0x2, b"x" * 126), long_frame(0x2, b"y" * 65535),
+              long_frame(0x2, b"z" * 70000), long_frame(0x1, b"frag", fin=False), long_frame(0x0, b"ment"),
+              long_frame(0x2, b"after")]
+    data = b"".join(stream)
+    if split:
+        for i in range(0, len(data), 997):
+            s.sendall(data[i:i + 997])
+    else:
+        s.sendall(data)
+    expect = [(0x2, b""), (0x2, bytes(range(125))), (0x1, text.encode()), (0x2, b"x" * 126),
+              (0x2, b"y" * 65535), (0x2, b"z" * 70000), (0x1, b"fragment"), (0x2, b"after")]
+    got = [read_frame_any(s, buf) for _ in range(len(expect) + 1)]
+    assert got.count((0xA, b"ping!")) == 1
+    assert [f for f in got if f[0] != 0xA] == expect
+    s.sendall(long_frame(0x8, b"\x03\xe8"))
+    assert read_frame_any(s, buf)[0] == 0x8
+    s.close()
+
+
+def test_small_frames_split_anywhere(raw_asgi):
+    srv = raw_asgi()
+    s, buf = open_raw(srv)
+    data = long_frame(0x1, b"abc") + long_frame(0x2, b"q" * 300) + long_frame(0x1, b"end")
+    for i in range(len(data)):
+        s.sendall(data[i:i + 1])
+    assert [read_frame_any(s, buf) for _ in range(3)] == [(0x1, b"abc"), (0x2, b"q" * 300), (0x1, b"end")]
+    s.close()
+
+
+@pytest.mark.parametrize("bad, code", [
+    (long_frame(0x1, b"\xff\xfe"), 1007),  # text that is not UTF-8
+    (bytes([0x82, 0x03]) + b"abc", 1002),  # not masked
+    (bytes([0xC2, 0x83, 1, 2, 3, 4]) + b"abc", 1002),  # an RSV bit without an extension
+    (bytes([0x83, 0x83, 1, 2, 3, 4]) + b"abc", 1002),  # a reserved opcode
+    (long_frame(0x9, b"p" * 126), 1002),  # a control frame over 125 bytes
+    (long_frame(0x9, b"ping", fin=False), 1002),  # a fragmented control frame
+    (long_frame(0x0, b"cont"), 1002),  # a continuation without a message to continue
+])
+def test_bad_frames_after_good_ones_close_with_the_right_code(raw_asgi, bad, code):
+    srv = raw_asgi()
+    s, buf = open_raw(srv)
+    s.sendall(long_frame(0x1, b"fine"))
+    assert read_frame_any(s, buf) == (0x1, b"fine")
+    s.sendall(bad)
+    opcode, payload = read_frame_any(s, buf)
+    s.close()
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == code
+
+
+def test_message_over_max_size_in_one_frame_closes_1009(raw_asgi):
+    srv = raw_asgi("--ws-max-size", "1000")
+    s, buf = open_raw(srv)
+    s.sendall(long_frame(0x2, b"a" * 1000))
+    assert read_frame_any(s, buf) == (0x2, b"a" * 1000)
+    s.sendall(long_frame(0x2, b"b" * 1001))
+    opcode, payload = read_frame_any(s, buf)
+    s.close()
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1009
+
+
+def test_fragmented_message_checked_whole_1007_and_1009(raw_asgi):
+    """A text message whose fragments are not UTF-8 once joined: 1007 (the worker decodes,
+    the protocol does not); fragments that together pass --ws-max-size: 1009."""
+    srv = raw_asgi("--ws-max-size", "1000")
+    s, buf = open_raw(srv)
+    s.sendall(long_frame(0x1, "\u2603".encode()[:2], fin=False) + long_frame(0x0, "\u2603".encode()[2:]))
+    assert read_frame_any(s, buf) == (0x1, "\u2603".encode())
+    s.sendall(long_frame(0x1, b"ok", fin=False) + long_frame(0x0, b"\xff"))
+    opcode, payload = read_frame_any(s, buf)
+    s.close()
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1007
+    s, buf = open_raw(srv)
+    s.sendall(long_frame(0x2, b"a" * 600, fin=False) + long_frame(0x0, b"b" * 600))
+    opcode, payload = read_frame_any(s, buf)
+    s.close()
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1009
+
+
+def read_frame_any(sock, buf: bytearray):
+    """(opcode, payload) of the next unmasked server frame, any length."""
+    while True:
+        if len(buf) >= 2:
+            n, off = buf[1] & 0x7F, 2
+            if n == 126:
+                n, off = (int.from_bytes(buf[2:4], "big"), 4) if len(buf) >= 4 else (None, 0)
+            elif n == 127:
+                n, off = (int.from_bytes(buf[2:10], "big"), 10) if len(buf) >= 10 else (None, 0)
+            if n is not None and len(buf) >= off + n:
+                opcode, payload = buf[0] & 0x0F, bytes(buf[off:off + n])
+                del buf[:off + n]
+                return opcode, payload
+        piece = sock.recv(65536)
+        if not piece:
+            raise ConnectionError(f"closed; got {bytes(buf[:100])!r}")
+        buf += piece
+
+
 def test_unanswered_ping_closes_1011(raw_asgi):
     interval, timeout = 1.0, 1.0
     srv = raw_asgi("--ws-ping-interval", str(interval), "--ws-ping-timeout", str(timeout))

@@ -32,6 +32,9 @@ from prefork.apps.response import error_response
 from prefork.workers.epoll import ACCESS_IDLE, log
 
 READ_AHEAD = 256 * 1024  # request body bytes read before the application asks for them
+HEADS_KEPT = 256  # response heads (status, application fields) kept serialized, per worker
+ONE_PIECE = 64 * 1024  # a whole body up to this size goes out joined to its head (one send)
+FORWARDING = frozenset(("forwarded", "x-forwarded-for", "x-forwarded-proto"))  # what forwarded_client reads
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered
 WRITE_HIGH = 256 * 1024  # transport write buffer high-water mark
 
@@ -44,7 +47,7 @@ class ClientDisconnected(OSError):
 
 # Connection states.
 # UPGRADING: a WebSocket upgrade request is queued; what the client sends from then on is
-# WebSocket frames (kept in `early` for wsproto), never HTTP.
+# WebSocket frames (kept in `early` for the WebSocket protocol), never HTTP.
 OPEN, CLOSING, LINGER, CLOSED, UPGRADING = range(5)
 
 
@@ -53,9 +56,10 @@ class Cycle:
 
     __slots__ = ("req", "body", "buffered", "done", "waiter", "started", "complete", "mode",
                  "left", "head", "status", "keep", "continued", "t0", "sent", "trailers", "task",
-                 "disconnected", "length", "received_all", "trailer_fields", "upgrade")
+                 "disconnected", "length", "received_all", "trailer_fields", "upgrade", "proto")
 
-    def __init__(self, req, body: bytes, done: bool) -> None:
+    def __init__(self, proto, req, body: bytes, done: bool) -> None:
+        self.proto = proto
         self.req = req
         self.body = deque((body,)) if body else deque()
         self.buffered = len(body)
@@ -63,7 +67,7 @@ class Cycle:
         self.waiter = None  # a future receive() waits on
         self.started = False  # http.response.start seen
         self.complete = False  # the response has gone out whole
-        self.head = None  # (status, fields, length) until the first body message
+        self.head = None  # (status, header block, length) until the first body message
         self.mode = HEAD_ONLY
         self.left = 0
         self.status = 0
@@ -78,6 +82,14 @@ class Cycle:
         self.received_all = False  # receive() has returned the last body bytes
         self.trailer_fields = []
         self.upgrade = False  # a WebSocket handshake
+
+    # The application's receive and send: plain functions that return the protocol's
+    # coroutine (no closure, no extra coroutine frame per message).
+    def receive(self):
+        return self.proto.receive(self)
+
+    def send(self, message):
+        return self.proto.send(self, message)
 
     def wake(self) -> None:
         w = self.waiter
@@ -111,6 +123,10 @@ class HttpProtocol(asyncio.Protocol):
         self.scheme = "http"
         self.tls = None  # prefork.tls.TLSInfo on a TLS connection
         self.tls_extension = None  # its scope["extensions"]["tls"]
+        heads = getattr(worker, "asgi_heads", None)
+        if heads is None:
+            heads = worker.asgi_heads = {}
+        self.heads = heads  # (status, tuple(headers)) -> (header block, Content-Length or None)
 
     # ------------------------------------------------------------------ transport events
 
@@ -160,9 +176,9 @@ class HttpProtocol(asyncio.Protocol):
                 streaming.wake()
                 self.streaming = streaming = None
             else:
-                cycle = Cycle(req, req.body, True)
+                cycle = Cycle(self, req, req.body, True)
                 self.cycles.append(cycle)
-                if req.method == "GET" and self.is_websocket(req):
+                if req.method == "GET" and req.header("upgrade") is not None and self.is_websocket(req):
                     cycle.upgrade = True
                     self.state = UPGRADING
                     self.early = bytearray(self.bytes_after_upgrade(data, reqs, i))
@@ -173,7 +189,7 @@ class HttpProtocol(asyncio.Protocol):
         p = parser.pending
         if p is not None:
             if streaming is None:
-                self.streaming = streaming = Cycle(p, b"", False)
+                self.streaming = streaming = Cycle(self, p, b"", False)
                 self.cycles.append(streaming)
             data = parser.take_body()
             if data:
@@ -247,7 +263,10 @@ class HttpProtocol(asyncio.Protocol):
         for receive(), or too many pipelined requests waiting for their turn."""
         if self.state != OPEN or self.ws is not None:
             return
-        ahead = sum(c.buffered for c in self.cycles)
+        cycles = self.cycles
+        if not self.read_paused and len(cycles) <= 1 and (not cycles or cycles[0].buffered <= READ_AHEAD):
+            return  # the common case: one request at a time, reading on
+        ahead = sum(c.buffered for c in cycles)
         over = ahead > READ_AHEAD or len(self.cycles) > MAX_PIPELINED
         if over and not self.read_paused:
             self.read_paused = True
@@ -324,9 +343,13 @@ class HttpProtocol(asyncio.Protocol):
             host, port = "", 0
         scheme = self.scheme
         if self.trusted and self.worker.trusted:
-            fhost, scheme = forwarded_client(req.headers, host, self.worker.trusted, scheme)
-            if fhost != host:
-                host, port = fhost, 0
+            headers = req.headers
+            for name, _ in headers:
+                if name in FORWARDING:  # (forwarded_client finds nothing else to go on)
+                    fhost, scheme = forwarded_client(headers, host, self.worker.trusted, scheme)
+                    if fhost != host:
+                        host, port = fhost, 0
+                    break
         return ((host, port) if isinstance(addr, tuple) else None), scheme
 
     def server_address(self):
@@ -358,15 +381,8 @@ class HttpProtocol(asyncio.Protocol):
             self.simple_answer(cycle, 404, "Not Found")
             return
         scope = self.scope_for(req, "http")
-
-        async def receive():
-            return await self.receive(cycle)
-
-        async def send(message):
-            await self.send(cycle, message)
-
         try:
-            await worker.app(scope, receive, send)
+            await worker.app(scope, cycle.receive, cycle.send)
         except BaseException as exc:  # noqa: BLE001 - an application error is logged, never raised
             if isinstance(exc, ClientDisconnected) and cycle.disconnected:
                 if self.state == CLOSING:  # it heard the client's half-close
@@ -397,7 +413,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         resp = error_response(status, reason)
         cycle.started = True
-        cycle.head = (status, resp.headers, len(resp.body))
+        cycle.head = (status, self.worker.header_block(resp.headers), len(resp.body))
         self.start_body(cycle, resp.body, False)
 
     # ------------------------------------------------------------------ receive
@@ -447,43 +463,54 @@ class HttpProtocol(asyncio.Protocol):
         kind = message["type"]
         if cycle.disconnected or self.state == CLOSED:
             raise ClientDisconnected("the client has gone")
+        if kind == "http.response.body" and cycle.started:  # the most common message first
+            if cycle.complete or cycle.mode == -1:
+                raise RuntimeError("http.response.body after the response ended")
+            if cycle.head is not None:
+                self.start_body(cycle, message.get("body", b""), message.get("more_body", False))
+            else:
+                self.write_body(cycle, message.get("body", b""), message.get("more_body", False))
+            if self.write_paused:
+                await self.drain()
+            return
         if kind == "http.response.start":
             if cycle.started:
                 raise RuntimeError("http.response.start sent twice")
             cycle.started = True
             status = message["status"]
+            headers = message.get("headers", ())
+            heads = self.heads
             try:
-                fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
-                fields, length = clean_headers(fields)
-                self.worker.header_block(fields)  # checks now, so that a bad field is a 500
-                self.worker.status_line(status)
-            except (ResponseHeadError, AttributeError, TypeError, ValueError) as exc:
-                resp = error_response(*refuse_head(cycle.req.method, cycle.req.target, exc))
-                cycle.head = (resp.status, resp.headers, len(resp.body))
-                self.start_body(cycle, resp.body, False)
-                return
+                headers = tuple(headers)
+                block, length = heads[status, headers]
+            except (KeyError, TypeError):  # not seen yet (or not hashable: not kept)
+                try:
+                    fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+                    fields, length = clean_headers(fields)
+                    block = self.worker.header_block(fields)  # checks now, so that a bad field is a 500
+                    self.worker.status_line(status)
+                except (ResponseHeadError, AttributeError, TypeError, ValueError) as exc:
+                    resp = error_response(*refuse_head(cycle.req.method, cycle.req.target, exc))
+                    cycle.head = (resp.status, self.worker.header_block(resp.headers), len(resp.body))
+                    self.start_body(cycle, resp.body, False)
+                    return
+                if len(heads) >= HEADS_KEPT:
+                    heads.clear()
+                try:
+                    heads[status, headers] = (block, length)
+                except TypeError:  # fields given as lists: fine, but not kept
+                    pass
             cycle.trailers = bool(message.get("trailers", False))
             if cycle.trailers:
                 if accepts_trailers(cycle.req.version, cycle.req.headers):
                     length = None  # trailers need the chunked coding
                 else:
                     cycle.trailer_fields = None  # the client did not ask: dropped
-            cycle.head = (status, fields, length)
+            cycle.head = (status, block, length)
             return
         if not cycle.started:
             raise RuntimeError(f"{kind} before http.response.start")
-        if kind == "http.response.body":
-            if cycle.complete or cycle.mode == -1:
-                raise RuntimeError("http.response.body after the response ended")
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            if cycle.head is not None:
-                self.start_body(cycle, body, more)
-            else:
-                self.write_body(cycle, body, more)
-            if self.write_paused:
-                await self.drain()
-        elif kind == "http.response.pathsend":
+        if kind == "http.response.pathsend":
             await self.pathsend(cycle, message["path"])
         elif kind == "http.response.trailers":
             if not cycle.trailers or cycle.head is not None or cycle.complete:
@@ -501,15 +528,14 @@ class HttpProtocol(asyncio.Protocol):
     def start_body(self, cycle: Cycle, body: bytes, more: bool) -> None:
         """The head goes out with the first body bytes: when they are the whole body, the
         server knows its length and sends Content-Length instead of chunking."""
-        status, fields, length = cycle.head
+        status, block, length = cycle.head
         cycle.head = None
         worker = self.worker
         req = cycle.req
         if length is None and not more and (not cycle.trailers or cycle.trailer_fields is None):
             length = len(body)
         data, mode, keep = response_head(req.method, req.version, req.keep_alive and not worker.stopping,
-                                         worker.status_line(status), worker.date_block,
-                                         worker.header_block(fields), status, length)
+                                         worker.status_line(status), worker.date_block, block, status, length)
         cycle.status = status
         cycle.mode = mode
         cycle.keep = keep
@@ -522,10 +548,10 @@ class HttpProtocol(asyncio.Protocol):
             if not more and not cycle.trailers:
                 self.response_done(cycle)
             return
-        if mode == EXACT and not more and body and len(body) == length and not cycle.trailers:
-            # The whole body with its head: one write (over TLS, one record and one send).
+        if mode == EXACT and not more and len(body) == length and length <= ONE_PIECE and not cycle.trailers:
+            # The common answer, its whole body in one message: head and body in one piece.
             cycle.left = 0
-            cycle.sent += len(body)
+            cycle.sent = length
             self.transport.write(data + body)
             self.response_done(cycle)
             return
@@ -579,10 +605,18 @@ class HttpProtocol(asyncio.Protocol):
         falls back to reads and writes where the loop cannot)."""
         if cycle.head is None:
             raise RuntimeError("http.response.pathsend after the body started")
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:
             size = os.fstat(f.fileno()).st_size
-            status, fields, length = cycle.head
-            cycle.head = (status, fields, size)
+            status, block, length = cycle.head
+            cycle.head = (status, block, size)
+            if size <= ONE_PIECE and not cycle.trailers:
+                # A small file: read, then one send with its head (sendfile would cost a
+                # send for the head, a sendfile, and a pass of the loop in between).
+                data = os.pread(f.fileno(), size, 0)
+                if len(data) != size:
+                    raise OSError("the file ended early while sending")
+                self.start_body(cycle, data, False)
+                return
             self.start_body(cycle, b"", True)
             if cycle.mode == -1:
                 self.response_done(cycle)

@@ -1,13 +1,19 @@
 """WebSockets (RFC 6455, permessage-deflate RFC 7692) for ASGI applications.
 
 The upgrade request comes from the same parser as every request; the handshake answer is
-built here (it is a few fields), and the frames are wsproto's sans-I/O `Connection`: no
-framing, masking or UTF-8 checking is written by hand. The connection stays on the worker's
-event loop: an open WebSocket costs a descriptor and a few kilobytes, never a worker.
+built here (it is a few fields). Every frame, read or written, goes through the `websockets`
+package's sans-I/O protocol (`websockets.protocol.Protocol`, server side, opened at our
+101; its C speedup unmasks): it parses and checks frames, answers pings, runs the closing
+handshake and permessage-deflate, and fails the connection with the RFC's close code (1002
+for a protocol error, 1009 for a message over --ws-max-size). It does not check that text
+is UTF-8: the worker decodes text messages and fails the connection with 1007 through it.
+The connection stays on the worker's event loop: an open WebSocket costs a descriptor and
+a few kilobytes, never a worker.
 
 Close codes: 1000 when the application returns after accepting, 1001 to every open
-WebSocket on a graceful stop or reload, 1002 for a protocol error, 1009 for a message over
---ws-max-size, 1011 when the application fails or a ping goes unanswered.
+WebSocket on a graceful stop or reload, 1002 for a protocol error, 1007 for text that is
+not UTF-8, 1009 for a message over --ws-max-size, 1011 when the application fails or a ping
+goes unanswered.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import hashlib
 import logging
 from collections import deque
 
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
-from wsproto.extensions import PerMessageDeflate
-from wsproto.utilities import RemoteProtocolError
+from websockets.exceptions import InvalidHeader, NegotiationError
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import Opcode
+from websockets.headers import build_extension, parse_extension
+from websockets.protocol import SEND_EOF, Protocol, Side, State
 
 from prefork.http.errors import ResponseHeadError
 from prefork.http.core import clean_headers, error_answer, upgrade_head
@@ -36,11 +43,21 @@ MAX_EARLY = 256 * 1024  # bytes read before the application accepts, then readin
 
 CONNECTING, ACCEPTED, CLOSING, CLOSED = range(4)
 
+TEXT, BINARY, CONT, PING, PONG, CLOSE = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING,
+                                         Opcode.PONG, Opcode.CLOSE)
+_OPEN = State.OPEN
+_SERVER = Side.SERVER
+_DEFLATE = ServerPerMessageDeflateFactory()  # the parameters the client offers, no limit of ours
+# The protocol logs "connection closed" at INFO for every connection, and its own failures
+# (with a traceback) at ERROR: only those reach the error log.
+_PROTO_LOG = logging.getLogger("prefork.error.websockets")
+_PROTO_LOG.setLevel(logging.WARNING)
+
 
 def start_websocket(proto, req, early: bytes = b"") -> None:
     """The request `req` asks for an upgrade: check the handshake, then run the app.
     `early` is what the client sent after the request head (frames it did not wait for
-    our 101 to send); wsproto reads it once the application accepts."""
+    our 101 to send); the protocol reads it once the application accepts."""
     worker = proto.worker
     problem = None
     key = None
@@ -89,11 +106,11 @@ class WebSocket:
         self.req = req
         self.key = key
         self.state = CONNECTING
-        self.conn = None  # wsproto Connection, once accepted
+        self.conn = None  # the websockets Protocol, once accepted
         self.inbox: deque = deque([{"type": "websocket.connect"}])
         self.waiter = None
         self.parts: list = []  # fragments of the message arriving
-        self.size = 0
+        self.kind = TEXT  # its opcode
         self.ping_sent = 0.0  # when the unanswered ping went out; 0.0: none
         self.last_ping = self.worker.now
         self.close_sent = 0.0
@@ -151,11 +168,14 @@ class WebSocket:
             if self.state != ACCEPTED:
                 raise RuntimeError("websocket.send before websocket.accept, or after close")
             text = message.get("text")
+            conn = self.conn
             if text is not None:
-                data = self.conn.send(TextMessage(data=text))
+                conn.send_text(text.encode())
             else:
-                data = self.conn.send(BytesMessage(data=message.get("bytes") or b""))
-            self.proto.transport.write(data)
+                conn.send_binary(message.get("bytes") or b"")
+            write = self.proto.transport.write
+            for data in conn.data_to_send():
+                write(data)
             if self.proto.write_paused:
                 await self.proto.drain()
         elif kind == "websocket.close":
@@ -192,15 +212,20 @@ class WebSocket:
         extensions = []
         offered = ",".join(v for n, v in self.req.headers if n == "sec-websocket-extensions")
         if offered:
-            deflate = PerMessageDeflate()
-            for offer in offered.split(","):
-                if offer.split(";", 1)[0].strip() == deflate.name:
-                    answer = deflate.accept(offer.strip())
-                    if answer:
-                        extensions.append(deflate)
-                        fields.append(("Sec-WebSocket-Extensions", deflate.name if answer is True
-                                       else f"{deflate.name}; {answer}"))
-                        break
+            try:
+                offers = parse_extension(offered)
+            except InvalidHeader as exc:
+                log.info("ignored Sec-WebSocket-Extensions from %s: %s", self.proto.addr, exc)
+                offers = []
+            for name, params in offers:
+                if name == _DEFLATE.name:
+                    try:
+                        answer, deflate = _DEFLATE.process_request_params(params, [])
+                    except NegotiationError:
+                        continue  # parameters we cannot accept: the client may offer others
+                    extensions.append(deflate)
+                    fields.append(("Sec-WebSocket-Extensions", build_extension([(name, answer)])))
+                    break
         try:
             app_fields = clean_headers([(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers])[0]
             app_fields = [(n, v) for n, v in app_fields if not n.lower().startswith("sec-websocket-")]
@@ -210,7 +235,8 @@ class WebSocket:
             block = worker.header_block(fields)
         self.proto.transport.write(upgrade_head(worker.status_line(101), worker.date_block, block, "websocket"))
         worker.count_answer(101)
-        self.conn = Connection(ConnectionType.SERVER, extensions=extensions)
+        self.conn = conn = Protocol(_SERVER, state=_OPEN, max_size=worker.cfg.ws_max_size, logger=_PROTO_LOG)
+        conn.extensions = extensions
         self.state = ACCEPTED
         self.last_ping = worker.now
         if worker.stopping:
@@ -250,47 +276,69 @@ class WebSocket:
                     self.proto.read_paused = True
                     self.proto.transport.pause_reading()
             return
-        try:
-            conn.receive_data(data)
-            events = list(conn.events())
-        except RemoteProtocolError as exc:
-            log.info("WebSocket protocol error from %s: %s", self.proto.addr, exc)
-            self.fail(1002, "protocol error")
-            return
-        write = self.proto.transport.write
-        max_size = self.worker.cfg.ws_max_size
-        for event in events:
-            t = type(event)
-            if t is TextMessage or t is BytesMessage:
-                self.size += len(event.data)
-                if self.size > max_size:
-                    self.fail(1009, "message too big")
+        conn.receive_data(data)
+        frames = conn.events_received()
+        out = conn.data_to_send()  # pongs, the closing handshake, a failure's close frame
+        if out:
+            self.flush(out)
+        for frame in frames:
+            op = frame.opcode
+            if op is TEXT or op is BINARY:
+                if not frame.fin:
+                    self.kind = op
+                    self.parts = [frame.data]
+                    continue
+                data = frame.data
+            elif op is CONT:
+                self.parts.append(frame.data)
+                if not frame.fin:
+                    continue
+                op = self.kind
+                data = b"".join(self.parts)
+                self.parts = []
+            else:
+                if op is PONG:
+                    self.ping_sent = 0.0
+                continue  # pings are answered, closes are handled below, by the protocol
+            if op is TEXT:
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:
+                    self.fail(1007, "invalid UTF-8 in a text message")
                     return
-                self.parts.append(event.data)
-                if event.message_finished:
-                    parts = self.parts
-                    self.parts = []
-                    self.size = 0
-                    if t is TextMessage:
-                        msg = {"type": "websocket.receive", "text": parts[0] if len(parts) == 1 else "".join(parts)}
-                    else:
-                        msg = {"type": "websocket.receive", "bytes": parts[0] if len(parts) == 1 else b"".join(parts)}
-                    self.deliver(msg)
-            elif t is Ping:
-                write(conn.send(event.response()))
-            elif t is Pong:
-                self.ping_sent = 0.0
-            elif t is CloseConnection:
-                if conn.state == ConnectionState.REMOTE_CLOSING:
-                    write(conn.send(event.response()))
-                self.deliver({"type": "websocket.disconnect", "code": event.code, "reason": event.reason or ""})
-                self.state = CLOSED
-                self.disconnected = True
-                self.proto.transport.close()
-                return
+                self.deliver({"type": "websocket.receive", "text": text})
+            else:
+                self.deliver({"type": "websocket.receive", "bytes": data if type(data) is bytes else bytes(data)})
+        if conn.state is not _OPEN and not self.disconnected and (
+                conn.close_rcvd is not None or conn.parser_exc is not None):
+            self.remote_closed(conn)
+            return
         if len(self.inbox) >= MAX_QUEUED and not self.proto.read_paused:
             self.proto.read_paused = True
             self.proto.transport.pause_reading()
+
+    def remote_closed(self, conn) -> None:
+        """The client's close frame (answered by the protocol), or a frame the protocol could
+        not take (it sent the close frame with the code: 1002, 1009): the application hears
+        the code, the connection closes."""
+        if conn.parser_exc is not None:
+            log.info("WebSocket protocol error from %s: %s", self.proto.addr, conn.parser_exc)
+            close = conn.close_sent
+        else:
+            close = conn.close_rcvd
+        self.deliver({"type": "websocket.disconnect", "code": close.code if close is not None else 1006,
+                      "reason": close.reason if close is not None else ""})
+        self.state = CLOSED
+        self.disconnected = True
+        self.proto.transport.close()
+
+    def flush(self, out) -> None:
+        transport = self.proto.transport
+        for data in out:
+            if data is SEND_EOF or not data:
+                transport.close()  # the protocol is done: after its close frame, if any
+                return
+            transport.write(data)
 
     def deliver(self, msg) -> None:
         self.inbox.append(msg)
@@ -307,14 +355,20 @@ class WebSocket:
         self.state = CLOSING
         self.close_sent = self.worker.now
         try:
-            self.proto.transport.write(self.conn.send(CloseConnection(code=code, reason=reason or None)))
-        except Exception:  # noqa: BLE001 - wsproto refuses a close in a closing state
+            self.conn.send_close(code, reason or "")
+        except Exception:  # noqa: BLE001 - a code the RFC does not allow, or not open any more
             self.proto.abort()
+            return
+        self.flush(self.conn.data_to_send())
 
     def fail(self, code: int, reason: str) -> None:
-        """A protocol or size error: close frame, the application hears the code, close."""
+        """Text that is not UTF-8, or an unanswered ping: close frame (through the protocol),
+        the application hears the code, close."""
         if self.state == ACCEPTED:
-            self.close(code, reason)
+            self.state = CLOSING
+            self.close_sent = self.worker.now
+            self.conn.fail(code, reason)
+            self.flush(self.conn.data_to_send())
         self.deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.disconnected = True
         self.proto.transport.close()
@@ -340,7 +394,8 @@ class WebSocket:
                 self.fail(1011, "keepalive ping timeout")
         elif cfg.ws_ping_interval and now - self.last_ping >= cfg.ws_ping_interval:
             self.last_ping = self.ping_sent = now
-            self.proto.transport.write(self.conn.send(Ping(payload=b"prefork")))
+            self.conn.send_ping(b"prefork")
+            self.flush(self.conn.data_to_send())
 
     def connection_lost(self) -> None:
         if not self.disconnected:

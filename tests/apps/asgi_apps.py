@@ -101,6 +101,21 @@ async def raw(scope, receive, send):
     elif path == "/pathsend":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.pathsend", "path": scope["query_string"].decode()})
+    elif path == "/sleep":  # suspends before it answers
+        await asyncio.sleep(0.01)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"slept"})
+    elif path == "/in-task":  # asyncio.timeout, anyio cancel scopes need a current task from the start
+        task = asyncio.current_task()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"task" if task is not None else b"no task"})
+    elif path == "/status":  # the same fields under the status the query names, fields from a generator
+        fields = ((n, v) for n, v in [(b"content-type", b"text/plain"), (b"x-same", b"1")])
+        await send({"type": "http.response.start", "status": int(scope["query_string"] or b"200"), "headers": fields})
+        await send({"type": "http.response.body", "body": b"status"})
+    elif path == "/list-fields":  # fields as lists (unhashable): fine
+        await send({"type": "http.response.start", "status": 200, "headers": [[b"x-list", b"1"]]})
+        await send({"type": "http.response.body", "body": b"listed"})
     elif path == "/block":  # blocks the whole event loop: the master must see a hung worker
         import time
         time.sleep(float(scope["query_string"] or b"30"))

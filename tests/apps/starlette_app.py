@@ -5,6 +5,8 @@ import os
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
@@ -83,3 +85,15 @@ app = Starlette(routes=[
     Route("/upload", upload, methods=["POST"]), Route("/file", file), Route("/background", background),
     WebSocketRoute("/ws", echo), WebSocketRoute("/deny", deny),
 ], lifespan=lifespan)
+
+
+class MarkingMiddleware(BaseHTTPMiddleware):
+    """Starlette's BaseHTTPMiddleware: an anyio task group entered before the first await."""
+
+    async def dispatch(self, request, call_next):
+        response = await call_next(request)
+        response.headers["x-middleware"] = "1"
+        return response
+
+
+with_middleware = Starlette(routes=[Route("/", home)], middleware=[Middleware(MarkingMiddleware)])
