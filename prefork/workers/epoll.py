@@ -96,6 +96,7 @@ class Worker:
         self.now = time.monotonic()
         self.date = ""
         self.date_block = ""  # "Server: ...\r\nDate: ...\r\n", rebuilt once a second
+        self.heads: dict = {}  # the fused path's memo of response heads (they hold the Date)
         self._date_second = -1
         self.conns: Dict[int, Connection] = {}
         self.closed = 0  # connections closed since the allocator was last trimmed
@@ -465,6 +466,7 @@ class Worker:
             self._date_second = second
             self.date = email.utils.formatdate(second, usegmt=True)
             self.date_block = f"Server: {self.server_name}\r\nDate: {self.date}\r\n"
+            self.heads.clear()
 
     def _beat(self) -> None:
         try:
