@@ -38,7 +38,7 @@ from prefork import __version__
 from prefork.http import parser as parser_choice
 from prefork.config import Config
 from prefork.http.core import expired
-from prefork.workers.connection import LINGER, OPEN, Connection, _peer
+from prefork.workers.connection import CLOSED, LINGER, OPEN, Connection, _peer
 from prefork.logs import AccessLog, FloodFilter, error_log_dropped, reset_error_log_count
 from prefork.proxy import TrustedProxies, parse_networks
 from prefork.workers.accept import (  # noqa: F401 - the constants are re-exported
@@ -195,9 +195,17 @@ class Worker:
         self.proxy_protocol = cfg.proxy_protocol
 
     def _boot_accept(self) -> None:
-        """The accept path's state, for either driver (the listeners are not polled yet)."""
+        """The accept path's state, for either driver (the listeners are not polled yet).
+        TCP listeners get TCP_NODELAY here, whoever bound them (the master, systemd, a
+        parent's fd://): the sockets accepted from them inherit it, at no syscall each."""
         self._accepting = False
         self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
+        for lsock in self._listen_fds.values():
+            if lsock.family in (socket.AF_INET, socket.AF_INET6) and lsock.type == socket.SOCK_STREAM:
+                try:
+                    lsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError as exc:
+                    log.warning("cannot set TCP_NODELAY on %s: %s", lsock, exc)
         self.accept_policy = AcceptPolicy(self.cfg.max_connections)
         self._listen_poll = select.poll()  # "is a client queued?" while not polling them
         for fd in self._listen_fds:
@@ -331,15 +339,21 @@ class Worker:
                     self._rotate(lsock.fileno())
 
     def _take(self, sock: socket.socket, addr) -> None:
+        # TCP_NODELAY came with the socket, from the listener (_boot_accept).
         sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(self, sock, addr)
         self.conns[conn.fd] = conn
-        self.ep.register(conn.fd, READ)
-        # Most clients send their request right after connecting: try it now and
-        # save a trip through epoll.
+        # Most clients send their request right after connecting: try it now and save a
+        # trip through epoll. Registered only after: a connection answered and closed by
+        # this first read (Connection: close) never costs an epoll_ctl. One that waits for
+        # EPOLLOUT, or whose request went to the pool, was registered on the way
+        # (watch_write, pause/resume).
         conn.on_readable()
+        if conn.state != CLOSED and not conn.writing and not conn.busy:
+            try:
+                self.ep.register(conn.fd, READ)
+            except FileExistsError:  # watch_read registered it on the way
+                pass
 
     def _resume(self) -> None:
         """The pause is over: poll the listeners again, unless still full; then take the
@@ -391,25 +405,32 @@ class Worker:
     # ------------------------------------------------------------------ called by Connection
 
     def watch_write(self, conn: Connection) -> None:
-        self.ep.modify(conn.fd, WRITE)
+        try:
+            self.ep.modify(conn.fd, WRITE)
+        except FileNotFoundError:  # during its first read, before _take registers it
+            self.ep.register(conn.fd, WRITE)
 
     def watch_read(self, conn: Connection) -> None:
-        self.ep.modify(conn.fd, READ)
+        try:
+            self.ep.modify(conn.fd, READ)
+        except FileNotFoundError:
+            self.ep.register(conn.fd, READ)
 
     def pause(self, conn: Connection) -> None:
         """Out of epoll while its request is in the pool: nothing to read or write."""
-        self.ep.unregister(conn.fd)
+        try:
+            self.ep.unregister(conn.fd)
+        except FileNotFoundError:  # its first read, before _take registers it
+            pass
 
     def resume(self, conn: Connection) -> None:
         self.ep.register(conn.fd, READ)
 
     def forget(self, conn: Connection) -> None:
+        """`conn` is closing. No epoll_ctl DEL: closing its socket, the last reference to
+        the file, takes it out of the epoll set."""
         self.closed += 1
-        if self.conns.pop(conn.fd, None) is not None:
-            try:
-                self.ep.unregister(conn.fd)
-            except OSError:
-                pass
+        self.conns.pop(conn.fd, None)
         if not self._accepting and not self.accept_policy.backoff and not self.stopping \
                 and len(self.conns) < self.cfg.max_connections:
             self._set_accepting(True)
