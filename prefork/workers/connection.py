@@ -791,7 +791,7 @@ class Connection:
             for body in spooled.values():
                 if type(body) is not bytes:
                     _release(body)
-        if not self.busy:  # else the pool thread may still read it; finish() drops it
+        if self.body is not None and not self.busy:  # else the pool thread may still read it; finish() drops it
             self._drop_body()
         try:
             self.worker.forget(self)

@@ -105,6 +105,7 @@ class Worker:
         self.pool: Optional[HandlerPool] = None  # --threads N > 1
         self.spool_threshold = cfg.spool_threshold
         self.websockets = 0  # open WebSockets (only the asyncio worker has any)
+        self._accept_as: dict = {}  # listener → (family, type, proto) of what it accepts
 
     # ------------------------------------------------------------------ set-up (child)
 
@@ -291,10 +292,11 @@ class Worker:
                 next_tick = now + 1.0
                 self._tick(now)
             timeout = DRAIN_CHECK if stop_deadline is not None else 1.0
-            policy = self.accept_policy  # the listeners may be paused (full, or out of descriptors)
-            if policy.due(now):
-                self._resume()
-            timeout = policy.wait(now, timeout)
+            policy = self.accept_policy
+            if policy.resume_at:  # the listeners are paused (full, or out of descriptors)
+                if policy.due(now):
+                    self._resume()
+                timeout = policy.wait(now, timeout)
             if self.max_requests and self.requests >= self.max_requests and not self.retiring:
                 self.retiring = True
                 log.info("worker %d served %d requests; asking for its replacement",
@@ -308,14 +310,19 @@ class Worker:
         its own _take, _set_accepting, _rotate and _idle_connections."""
         conns = self.conns
         policy = self.accept_policy
+        limit = policy.limit
         accepted = False
+        # socket.accept(), without what it costs per client beyond the system call: it
+        # converts the listener's family and type to enums (twice a client), and checks
+        # default timeouts that do not apply here (the listener is non-blocking).
+        family, kind, proto = self._accept_as.get(lsock) or self._socket_args(lsock)
         for _ in range(policy.batch(drain, make_room)):
-            if policy.full(len(conns)) and not (make_room and self._reclaim()):
+            if len(conns) >= limit and not (make_room and self._reclaim()):
                 # Let the kernel queue hand clients to other workers meanwhile.
                 self._pause_accepting(FULL_GRACE)
                 break
             try:
-                sock, addr = lsock.accept()
+                fd, addr = lsock._accept()
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -329,7 +336,7 @@ class Worker:
                     return
                 continue
             accepted = True
-            self._take(sock, addr)
+            self._take(socket.socket(family, kind, proto, fd), addr)
         if accepted:
             policy.accepted()
             if self._accepting and not drain:
@@ -337,6 +344,11 @@ class Worker:
                     self._pause_accepting(FULL_GRACE)
                 else:
                     self._rotate(lsock.fileno())
+
+    def _socket_args(self, lsock: socket.socket) -> tuple:
+        """(family, type, proto) of the sockets accepted from `lsock`, as plain ints."""
+        args = self._accept_as[lsock] = (int(lsock.family), int(lsock.type), lsock.proto)
+        return args
 
     def _take(self, sock: socket.socket, addr) -> None:
         # TCP_NODELAY came with the socket, from the listener (_boot_accept).
