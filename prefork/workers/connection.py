@@ -9,6 +9,12 @@ The rules it keeps:
   read cannot make the worker buffer without bound.
 - The common case costs one recv, one feed and one send: a response goes out directly
   when nothing is queued before it; the queue is only for what the socket refused.
+  Answers to requests read together (pipelined) are gathered and go out in one send
+  (`answer`, `cork`, up to CORK_MAX bytes), as nginx does.
+- The fused path (`serve`) answers the common case, a body of bytes, without the general
+  machinery: the head is core.response_head's, remembered by the worker (`heads`); the
+  bookkeeping is the general path's. Anything else goes through answered() in its turn.
+  `fused` turns it off per connection (a subclass whose socket needs more than send()).
 - After a protocol error the client gets its status with `Connection: close`; then the
   write side is shut and what the client still sends is read and dropped for a moment
   (lingering close), so that the answer is not destroyed by a reset.
