@@ -573,6 +573,8 @@ class Connection:
             if cork:  # a larger answer, or a file: what was gathered goes first
                 self.uncork(MSG_MORE)
                 if self.state == CLOSED:
+                    if type(item) is FileBody:
+                        _release(item)  # nobody will send it
                     return
                 if self.out:
                     self.out.append(item)
