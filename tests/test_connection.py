@@ -40,6 +40,7 @@ class FakeWorker:
         self.current = None
         self.modes = []
         self.forgotten = []
+        self.heads = {}  # the fused path's memo of response heads (Worker.heads)
 
     def new_parser(self):
         return self.module.RequestParser()

@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 from prefork import App, Response
 from prefork.http import parser as parser_choice
-from prefork.workers.connection import CLOSED, LINGER, RECV_SIZE, Connection
+from prefork.workers.connection import CLOSED, CORK_MAX, LINGER, RECV_SIZE, Connection
 from prefork.proxy import TrustedProxies, parse_networks
 from prefork.apps.static import StaticFiles
 
@@ -176,6 +176,7 @@ class FuzzWorker:
         self.current = None
         self.ep = select.epoll()
         self.conns = {}
+        self.heads = {}  # the fused path's memo of response heads (Worker.heads)
 
     def new_parser(self):
         return self.module.RequestParser(**self.limits)
@@ -341,15 +342,20 @@ def check_bounds(conn: Connection, limits: dict) -> None:
     items = len(conn.out)
     assert items <= 140, f"{items} items queued"  # a multipart range answer is the most
     queued = sum(len(x) for x in conn.out if type(x) in (bytes, memoryview))
-    assert queued <= MAX_BODY + 4096, f"{queued} bytes queued"
+    # At most one answer, behind what was left of the answers gathered before it.
+    assert queued <= MAX_BODY + CORK_MAX + 4096, f"{queued} bytes queued"
     if conn.pending is not None:
         assert len(conn.pending) <= RECV_SIZE // 16, len(conn.pending)  # one recv's worth
 
 
 def run_scenario(parser: str, proxy: int, limits: dict, spool: int, sndbuf: int, static: bool,
-                 pieces: list, reads: list, shut: bool, timeout: bool, drain: bool, folder: str) -> None:
+                 pieces: list, reads: list, shut: bool, timeout: bool, drain: bool, folder: str,
+                 fused: bool = True, transcript: list | None = None) -> None:
     """Drive one Connection through the scenario; fails (AssertionError) on a broken
-    invariant, and lets any exception from the connection propagate."""
+    invariant, and lets any exception from the connection propagate. `fused` False keeps
+    the connection off its fused path (serve); `transcript`, when given, receives what
+    can be told from outside: the bytes the client read, the access-log calls, the
+    worker's counters and the connection's final state."""
     make_site(folder)
     module = parser_choice.load(parser)
     before = open_fds()
@@ -378,8 +384,15 @@ def run_scenario(parser: str, proxy: int, limits: dict, spool: int, sndbuf: int,
                     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
                     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
                 conn = Connection(worker, server, ("127.0.0.1", 40000))
+                conn.fused = conn.fused and fused
+                if transcript is not None:
+                    worker.access = lambda addr, req, status, size, latency: transcript.append(
+                        ("access", addr, req.method, req.target, status, size))
                 worker.add(conn)
-                drive(worker, conn, client, handler, limits, pieces, reads, shut, timeout, drain)
+                received = drive(worker, conn, client, handler, limits, pieces, reads, shut, timeout, drain)
+                if transcript is not None:
+                    transcript += [("received", received), ("requests", worker.requests),
+                                   ("by_status", tuple(worker.by_status)), ("state", conn.state)]
             finally:
                 if conn.state != CLOSED:
                     conn.close()
@@ -410,9 +423,11 @@ def _target(fd: str) -> str:
         return "?"
 
 
-def drive(worker, conn, client, handler, limits, pieces, reads, shut, timeout, drain) -> None:
+def drive(worker, conn, client, handler, limits, pieces, reads, shut, timeout, drain) -> bytes:
+    """The client's side of a scenario; returns every byte it read."""
     reader = ResponseReader(handler.methods)
     outbox = bytearray()
+    received = bytearray()
 
     def client_read(budget: int) -> None:
         while budget != 0:
@@ -423,6 +438,7 @@ def drive(worker, conn, client, handler, limits, pieces, reads, shut, timeout, d
             except ConnectionResetError:
                 data = b""
             reader.feed(data)
+            received.extend(data)
             if not data:
                 return
             if budget > 0:
@@ -456,7 +472,7 @@ def drive(worker, conn, client, handler, limits, pieces, reads, shut, timeout, d
         conn.time_out("fuzz: the head or body did not arrive in time")  # what _tick does
         worker.pump()
     if not drain:
-        return
+        return bytes(received)
     # The client reads everything: the server must finish what it owes, then go quiet.
     for _ in range(10_000):
         client_send()
@@ -477,6 +493,7 @@ def drive(worker, conn, client, handler, limits, pieces, reads, shut, timeout, d
         assert reader.eof and not reader.buf, "the server side is not shut after Connection: close"
     if reader.eof:
         assert not reader.buf, f"a truncated response: {bytes(reader.buf[:120])!r}"
+    return bytes(received)
 
 
 # ---------------------------------------------------------------------- strategies
@@ -605,6 +622,23 @@ def test_connection_state_machine(parser_name, site):
     @given(sc=scenario(parser_name))
     def prop(sc):
         run_scenario(folder=site, **sc)
+
+    prop()
+
+
+@pytest.mark.timeout(int(os.environ.get("PREFORK_FUZZ_TIMEOUT", "60")))
+def test_fused_path_answers_as_the_general_path_does(parser_name, site):
+    """The fused path (Connection.serve) is a shortcut, not a second set of rules: for any
+    scenario, the client reads the same bytes, the access log gets the same calls, the
+    worker counts the same answers and the connection ends in the same state as through
+    handle()/answered()/respond()."""
+    @FUZZ
+    @given(sc=scenario(parser_name))
+    def prop(sc):
+        fused, general = [], []
+        run_scenario(folder=site, fused=True, transcript=fused, **sc)
+        run_scenario(folder=site, fused=False, transcript=general, **sc)
+        assert fused == general
 
     prop()
 

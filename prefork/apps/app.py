@@ -118,7 +118,7 @@ class Response(_BaseResponse):
                 self.block = ""
             else:
                 self._headers = [("Content-Type", content_type)]
-                self.block = _block_for(content_type)
+                self.block = _BLOCKS.get(content_type) or _block_for(content_type)
         else:
             hdrs = list(headers.items()) if isinstance(headers, dict) else list(headers)
             if not any(name.lower() == "content-type" for name, _ in hdrs):
@@ -462,7 +462,8 @@ class App:
             if fn is not None:
                 request = Request(req, conn)
                 try:
-                    return to_response(fn(request))
+                    result = fn(request)
+                    return result if type(result) is Response else to_response(result)
                 except Exception as exc:
                     return self._exception(request, exc)
             params: Dict[str, Any] = {}

@@ -9,6 +9,12 @@ The rules it keeps:
   read cannot make the worker buffer without bound.
 - The common case costs one recv, one feed and one send: a response goes out directly
   when nothing is queued before it; the queue is only for what the socket refused.
+  Answers to requests read together (pipelined) are gathered and go out in one send
+  (`answer`, `cork`, up to CORK_MAX bytes), as nginx does.
+- The fused path (`serve`) answers the common case, a body of bytes, without the general
+  machinery: the head is core.response_head's, remembered by the worker (`heads`); the
+  bookkeeping is the general path's. Anything else goes through answered() in its turn.
+  `fused` turns it off per connection (a subclass whose socket needs more than send()).
 - After a protocol error the client gets its status with `Connection: close`; then the
   write side is shut and what the client still sends is read and dropped for a moment
   (lingering close), so that the answer is not destroyed by a reset.
@@ -49,6 +55,12 @@ SENDFILE_CHUNK = 1 << 30  # os.sendfile moves at most ~2 GiB a call; ask for 1 G
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
 SPOOL_THRESHOLD = 1 << 20  # the default of --spool-threshold
 STREAM_BURST = 1 << 20  # bytes one flush pulls from a stream before the loop serves others
+# Answers to requests read together are gathered (corked) and sent together, up to this
+# many bytes; a larger answer, or a file or stream body, sends what was gathered first.
+CORK_MAX = 1 << 16
+# Response heads the fused path remembers (core.response_head's results, by what decides
+# them); the worker empties the memo when its Date changes, once a second.
+HEADS_MAX = 256
 
 # How a StreamBody is framed (its `length`, set by respond()): exactly `length` bytes,
 # chunked (-1), or delimited by the close (None).
@@ -74,8 +86,12 @@ class Connection:
         "worker", "sock", "fd", "addr", "parser", "out", "pending", "state",
         "last_active", "writing", "linger_on_close", "served",
         "busy", "body", "spooled", "spool_req", "spool", "spool_size", "continued", "local",
-        "head_started", "proxy", "trusted", "held",
+        "head_started", "proxy", "trusted", "held", "fused", "with_conn", "cork", "corked",
     )
+
+    # The fused path (serve) for this class of connection; a subclass whose socket needs
+    # more than send() (TLS) sets it False, or overrides serve().
+    FUSED = True
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
         self.worker = worker
@@ -105,6 +121,13 @@ class Connection:
         self.trusted = worker.trusted.trusts(addr)  # may it speak for the client?
         # Bytes of a PROXY protocol header still expected from a trusted peer, else None.
         self.proxy = b"" if worker.proxy_protocol and self.trusted else None
+        # May the answers go through serve()? Not with a thread pool; the worker must keep
+        # the head memo (`heads`).
+        self.fused = self.FUSED and getattr(worker, "heads", None) is not None \
+            and getattr(worker, "pool", None) is None
+        self.with_conn = getattr(worker.handler, "wants_connection", False)  # handler(req, conn)
+        self.cork = None  # answers gathered for one send, while answering several requests
+        self.corked = 0  # their bytes
 
     # ------------------------------------------------------------------ events
 
@@ -146,20 +169,23 @@ class Connection:
             if self.state == CLOSED:
                 return
         if reqs:
-            if self.pending is None and not self.out:
-                self.handle(reqs)
-            else:
+            if self.pending is not None or self.out:
                 self.pending.extend(reqs)
+            elif len(reqs) == 1 and self.fused and not self.spooled:
+                self.serve(reqs)  # the common case: one request, answered by the fused path
+            else:
+                self.answer(reqs)
         if parser.error is not None and self.state == OPEN and self.pending is None:
             self.reject(parser.error)
-        self.after_write()
+        if self.out or self.writing or self.state != OPEN or parser.pending is not None:
+            self.after_write()  # (else it has nothing to do: read on)
 
     def on_writable(self) -> None:
         self.last_active = self.worker.now
         if self.flush() and self.pending is not None:
             pending = self.pending
             self.pending = None
-            self.handle(pending)
+            self.answer(pending)
             if self.pending is None and self.state == OPEN and self.parser.error is not None:
                 self.reject(self.parser.error)
         self.after_write()
@@ -305,6 +331,98 @@ class Connection:
 
     # ------------------------------------------------------------------ requests
 
+    def answer(self, reqs) -> None:
+        """Answer requests read together, in order: by the fused path when it may take
+        them, else by handle(). The answers to several go out together, in one send (up to
+        CORK_MAX bytes), not one send each."""
+        serve = self.serve if self.fused and not self.spooled else self.handle
+        if len(reqs) == 1:
+            serve(reqs)
+            return
+        self.cork = []
+        try:
+            serve(reqs)
+        finally:
+            self.uncork()
+            self.cork = None
+
+    def serve(self, reqs) -> None:
+        """The fused path: handler → head and body as bytes → write, for answers whose body
+        is bytes. The head is core.response_head's, remembered by the worker (`heads`, by
+        block, status, length, method, version and keep-alive): the rules are the core's,
+        this skips only their cost. The bookkeeping is handle()'s and answered()'s: the
+        hang watch (current, busy_since), status counters, access log, request counts, and
+        the keep/close/linger decision. An answer it does not take (not bytes, a head the
+        application got wrong) goes through answered(), in its turn; the requests after one
+        that has to wait for the socket wait their turn in `pending`, as in handle()."""
+        worker = self.worker
+        handler = worker.handler
+        access = worker.access
+        n = len(reqs)
+        i = 0
+        for req in reqs:
+            i += 1
+            t0 = perf_counter() if access is not None else 0.0
+            worker.current = req
+            worker.busy_since = worker.now
+            try:
+                resp = handler(req, self) if self.with_conn else handler(req)
+            except Exception:
+                log.exception("error handling %s %s", req.method, req.target)
+                resp = error_response(500, "Internal Server Error")
+            worker.busy_since = 0.0
+            worker.current = None
+            body = resp.body
+            hit = None
+            if type(body) is bytes:
+                block = resp.block
+                if block is None:
+                    try:
+                        block = worker.header_block(resp.headers)
+                    except ResponseHeadError:
+                        block = None  # answered() refuses it, with its log line
+                if block is not None:
+                    key = (block, resp.status, len(body), req.method, req.version,
+                           req.keep_alive and not worker.stopping)
+                    hit = worker.heads.get(key) or memo_head(worker, key)
+            if hit is None:
+                if not self.answered(req, resp, t0, i < n):
+                    return
+            else:
+                head, mode, keep = hit
+                status = resp.status
+                worker.by_status[status // 100] += 1
+                if mode == HEAD_ONLY:
+                    size = 0
+                    data = head
+                else:
+                    size = len(body)
+                    data = head + body
+                if access is not None:
+                    access(self.client(req)[0] if self.trusted else self.addr, req, status, size,
+                           perf_counter() - t0 if t0 else 0.0)
+                if self.out or self.cork is not None:
+                    self.write(data)
+                else:  # write(), inlined: the common case
+                    try:
+                        sent = self.sock.send(data)
+                    except (BlockingIOError, InterruptedError):
+                        sent = 0
+                    except OSError:
+                        sent = -1
+                        self.close()
+                    if 0 <= sent < len(data):
+                        self.out.append(memoryview(data)[sent:])
+                worker.requests += 1
+                self.served += 1
+                if not keep:
+                    self.ends(i < n)
+                    return
+            if i < n and (self.out or self.state != OPEN):
+                if self.state == OPEN:  # the socket is full: the rest wait their turn
+                    self.pending = deque(islice(reqs, i, None))
+                return
+
     def handle(self, reqs) -> None:
         """Answer requests in order until one has to wait for the socket (or the pool)."""
         worker = self.worker
@@ -368,13 +486,20 @@ class Connection:
         if self.state == CLOSED:
             return False
         if not keep:
-            self.state = CLOSING
-            # Its body was read whole before the handler ran: the core says close, or
-            # linger when later pipelined requests go unanswered (so that the close
-            # does not reset the connection before the client reads this answer).
-            self.linger_on_close = after_response(False, True, more) == AFTER_LINGER
+            self.ends(more)
             return False
         return True
+
+    def ends(self, more: bool) -> None:
+        """The answer just written is the connection's last (`more`: requests after it
+        were read and go unanswered)."""
+        if self.state == CLOSED:
+            return
+        self.state = CLOSING
+        # Its body was read whole before the handler ran: the core says close, or
+        # linger when later pipelined requests go unanswered (so that the close
+        # does not reset the connection before the client reads this answer).
+        self.linger_on_close = after_response(False, True, more) == AFTER_LINGER
 
     def respond(self, req, resp: Response, keep: bool, t0: float = 0.0) -> bool:
         """Queue the head and body of `resp`; returns `keep`, turned off when the body is
@@ -426,6 +551,8 @@ class Connection:
                 self.flush()
         elif tbody is StreamBody:
             self.write(head)
+            if self.cork:
+                self.uncork()  # the stream is queued after the head, never before it
             if self.state == CLOSED:  # sending the head failed: nobody reads the stream
                 _release(body)
             else:
@@ -454,6 +581,23 @@ class Connection:
         if self.out:
             self.out.append(item)
             return
+        cork = self.cork
+        if cork is not None:
+            if type(item) is bytes and self.corked + len(item) <= CORK_MAX:
+                cork.append(item)
+                self.corked += len(item)
+                if flags:  # MSG_MORE: a file body follows at once
+                    self.uncork(flags)
+                return
+            if cork:  # a larger answer, or a file: what was gathered goes first
+                self.uncork(MSG_MORE)
+                if self.state == CLOSED:
+                    if type(item) is FileBody:
+                        _release(item)  # nobody will send it
+                    return
+                if self.out:
+                    self.out.append(item)
+                    return
         if type(item) is FileBody:
             self.out.append(item)
             self.flush()
@@ -467,6 +611,22 @@ class Connection:
             return
         if sent < len(item):
             self.out.append(memoryview(item)[sent:])
+
+    def uncork(self, flags: int = 0) -> None:
+        """Send the answers gathered so far, in one send; the cork stays on."""
+        cork = self.cork
+        if not cork:
+            return
+        data = cork[0] if len(cork) == 1 else b"".join(cork)
+        cork.clear()
+        self.corked = 0
+        if self.state == CLOSED:
+            return
+        self.cork = None  # write() sends it (and queues what the socket refuses)
+        try:
+            self.write(data, flags)
+        finally:
+            self.cork = cork
 
     def flush(self) -> bool:
         """Send what is queued; True when the queue is empty. Bytes followed by more
@@ -658,7 +818,7 @@ class Connection:
             for body in spooled.values():
                 if type(body) is not bytes:
                     _release(body)
-        if not self.busy:  # else the pool thread may still read it; finish() drops it
+        if self.body is not None and not self.busy:  # else the pool thread may still read it; finish() drops it
             self._drop_body()
         try:
             self.worker.forget(self)
@@ -667,6 +827,22 @@ class Connection:
                 self.sock.close()
             except OSError:
                 pass
+
+
+def memo_head(worker, key: tuple):
+    """core.response_head for `key` (block, status, length, method, version, keep), kept
+    in the worker's memo while it has room; None when the status is not one
+    (answered() then refuses it, with its log line)."""
+    block, status, size, method, version, keep = key
+    try:
+        status_line = worker.status_line(status)
+    except ResponseHeadError:
+        return None
+    hit = response_head(method, version, keep, status_line, worker.date_block, block, status, size)
+    heads = worker.heads
+    if len(heads) < HEADS_MAX:
+        heads[key] = hit
+    return hit
 
 
 def _release(thing) -> None:

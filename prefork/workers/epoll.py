@@ -38,7 +38,7 @@ from prefork import __version__
 from prefork.http import parser as parser_choice
 from prefork.config import Config
 from prefork.http.core import expired
-from prefork.workers.connection import LINGER, OPEN, Connection, _peer
+from prefork.workers.connection import CLOSED, LINGER, OPEN, Connection, _peer
 from prefork.logs import AccessLog, FloodFilter, error_log_dropped, reset_error_log_count
 from prefork.proxy import TrustedProxies, parse_networks
 from prefork.workers.accept import (  # noqa: F401 - the constants are re-exported
@@ -96,6 +96,7 @@ class Worker:
         self.now = time.monotonic()
         self.date = ""
         self.date_block = ""  # "Server: ...\r\nDate: ...\r\n", rebuilt once a second
+        self.heads: dict = {}  # the fused path's memo of response heads (they hold the Date)
         self._date_second = -1
         self.conns: Dict[int, Connection] = {}
         self.closed = 0  # connections closed since the allocator was last trimmed
@@ -108,6 +109,7 @@ class Worker:
         self.tls_handshakes = 0  # handshakes finished / failed (closed before finishing)
         self.tls_failures = 0
         self.tls_server_cert = None  # its certificate in PEM, for the ASGI TLS extension; set by the master
+        self._accept_as: dict = {}  # listener → (family, type, proto) of what it accepts
 
     # ------------------------------------------------------------------ set-up (child)
 
@@ -204,15 +206,27 @@ class Worker:
         self.proxy_protocol = cfg.proxy_protocol
 
     def _boot_accept(self) -> None:
-        """The accept path's state, for either driver (the listeners are not polled yet)."""
+        """The accept path's state, for either driver (the listeners are not polled yet).
+        TCP listeners get TCP_NODELAY here, whoever bound them (the master, systemd, a
+        parent's fd://): the sockets accepted from them inherit it, at no syscall each."""
         self._accepting = False
         self._listen_fds = {l.fileno(): l.sock for l in self.listeners}
         # The SSLContext of each TLS listener (plain ones are absent).
         self._tls_of = {l.fileno(): self.tls_context for l in self.listeners if l.tls}
+        for lsock in self._listen_fds.values():
+            if lsock.family in (socket.AF_INET, socket.AF_INET6) and lsock.type == socket.SOCK_STREAM:
+                try:
+                    lsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError as exc:
+                    log.warning("cannot set TCP_NODELAY on %s: %s", lsock, exc)
         self.accept_policy = AcceptPolicy(self.cfg.max_connections)
         self._listen_poll = select.poll()  # "is a client queued?" while not polling them
         for fd in self._listen_fds:
             self._listen_poll.register(fd, select.POLLIN)
+        self._queued = {}  # listener → a poll of it alone: "is another client queued?"
+        for fd, lsock in self._listen_fds.items():
+            self._queued[lsock] = queued = select.poll()
+            queued.register(fd, select.POLLIN)
 
     def new_parser(self):
         return self._parser_cls(**self._limits)
@@ -296,10 +310,11 @@ class Worker:
                 next_tick = now + 1.0
                 self._tick(now)
             timeout = DRAIN_CHECK if stop_deadline is not None else 1.0
-            policy = self.accept_policy  # the listeners may be paused (full, or out of descriptors)
-            if policy.due(now):
-                self._resume()
-            timeout = policy.wait(now, timeout)
+            policy = self.accept_policy
+            if policy.resume_at:  # the listeners are paused (full, or out of descriptors)
+                if policy.due(now):
+                    self._resume()
+                timeout = policy.wait(now, timeout)
             if self.max_requests and self.requests >= self.max_requests and not self.retiring:
                 self.retiring = True
                 log.info("worker %d served %d requests; asking for its replacement",
@@ -313,15 +328,26 @@ class Worker:
         its own _take, _set_accepting, _rotate and _idle_connections."""
         conns = self.conns
         policy = self.accept_policy
+        limit = policy.limit
         accepted = False
         tls = self._tls_of.get(lsock.fileno()) if self._tls_of else None
-        for _ in range(policy.batch(drain, make_room)):
-            if policy.full(len(conns)) and not (make_room and self._reclaim()):
+        # socket.accept(), without what it costs per client beyond the system call: it
+        # converts the listener's family and type to enums (twice a client), and checks
+        # default timeouts that do not apply here (the listener is non-blocking).
+        family, kind, proto = self._accept_as.get(lsock) or self._socket_args(lsock)
+        # After the first client, look before taking the next: an accept() that finds the
+        # queue empty costs about ten times a poll() (the kernel sets up the new socket
+        # before it looks), and the one that ends a batch always finds it empty.
+        queued = self._queued.get(lsock)
+        for i in range(policy.batch(drain, make_room)):
+            if len(conns) >= limit and not (make_room and self._reclaim()):
                 # Let the kernel queue hand clients to other workers meanwhile.
                 self._pause_accepting(FULL_GRACE)
                 break
+            if i and queued is not None and not queued.poll(0):
+                break
             try:
-                sock, addr = lsock.accept()
+                fd, addr = lsock._accept()
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -335,7 +361,7 @@ class Worker:
                     return
                 continue
             accepted = True
-            self._take(sock, addr, tls)
+            self._take(socket.socket(family, kind, proto, fd), addr, tls)
         if accepted:
             policy.accepted()
             if self._accepting and not drain:
@@ -344,11 +370,15 @@ class Worker:
                 else:
                     self._rotate(lsock.fileno())
 
+    def _socket_args(self, lsock: socket.socket) -> tuple:
+        """(family, type, proto) of the sockets accepted from `lsock`, as plain ints."""
+        args = self._accept_as[lsock] = (int(lsock.family), int(lsock.type), lsock.proto)
+        return args
+
     def _take(self, sock: socket.socket, addr, tls=None) -> None:
-        """`tls`: the SSLContext when it came from a TLS listener."""
+        """`tls`: the SSLContext when it came from a TLS listener. TCP_NODELAY came with
+        the socket, from the listener (_boot_accept)."""
         sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is None:
             conn = Connection(self, sock, addr)
         else:
@@ -356,10 +386,17 @@ class Worker:
 
             conn = TLSConnection(self, sock, addr, tls)
         self.conns[conn.fd] = conn
-        self.ep.register(conn.fd, READ)
-        # Most clients send their request right after connecting: try it now and
-        # save a trip through epoll.
+        # Most clients send their request right after connecting: try it now and save a
+        # trip through epoll. Registered only after: a connection answered and closed by
+        # this first read (Connection: close) never costs an epoll_ctl. One that waits for
+        # EPOLLOUT was registered on the way (watch_write). One whose request went to the
+        # pool is registered too: it stays in epoll while its handler runs (Connection.hold).
         conn.on_readable()
+        if conn.state != CLOSED and not conn.writing:
+            try:
+                self.ep.register(conn.fd, READ)
+            except FileExistsError:  # watch_read registered it on the way
+                pass
 
     def _resume(self) -> None:
         """The pause is over: poll the listeners again, unless still full; then take the
@@ -411,25 +448,32 @@ class Worker:
     # ------------------------------------------------------------------ called by Connection
 
     def watch_write(self, conn: Connection) -> None:
-        self.ep.modify(conn.fd, WRITE)
+        try:
+            self.ep.modify(conn.fd, WRITE)
+        except FileNotFoundError:  # during its first read, before _take registers it
+            self.ep.register(conn.fd, WRITE)
 
     def watch_read(self, conn: Connection) -> None:
-        self.ep.modify(conn.fd, READ)
+        try:
+            self.ep.modify(conn.fd, READ)
+        except FileNotFoundError:
+            self.ep.register(conn.fd, READ)
 
     def pause(self, conn: Connection) -> None:
         """Out of epoll while its request is in the pool (Connection.hold)."""
-        self.ep.unregister(conn.fd)
+        try:
+            self.ep.unregister(conn.fd)
+        except FileNotFoundError:  # its first read, before _take registers it
+            pass
 
     def resume(self, conn: Connection) -> None:
         self.ep.register(conn.fd, READ)
 
     def forget(self, conn: Connection) -> None:
+        """`conn` is closing. No epoll_ctl DEL: closing its socket, the last reference to
+        the file, takes it out of the epoll set."""
         self.closed += 1
-        if self.conns.pop(conn.fd, None) is not None:
-            try:
-                self.ep.unregister(conn.fd)
-            except OSError:
-                pass
+        self.conns.pop(conn.fd, None)
         if not self._accepting and not self.accept_policy.backoff and not self.stopping \
                 and len(self.conns) < self.cfg.max_connections:
             self._set_accepting(True)
@@ -489,6 +533,7 @@ class Worker:
             self._date_second = second
             self.date = email.utils.formatdate(second, usegmt=True)
             self.date_block = f"Server: {self.server_name}\r\nDate: {self.date}\r\n"
+            self.heads.clear()
 
     def _beat(self) -> None:
         try:

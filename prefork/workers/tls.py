@@ -104,7 +104,7 @@ class TLSSocket(ssl.SSLSocket):
 class TLSConnection(Connection):
     __slots__ = ("context", "phase", "handshake_started", "tls", "in_pending")
 
-    fast = False  # the fused plain-socket path is not for TLS
+    FUSED = False  # the fused path sends on the plain socket: not for TLS
     scheme = "https"
 
     def __init__(self, worker, sock: socket.socket, addr, context: ssl.SSLContext) -> None:
