@@ -134,6 +134,10 @@ class TLSConnection(Connection):
         Connection.on_readable(self)
         if sock.want_write and self.state != CLOSED:
             self.watch(True)
+        elif self.state == OPEN and not self.in_pending and sock._sslobj is not None and sock.pending():
+            # Decrypted bytes wait in OpenSSL: after_write reads them (Connection.on_readable
+            # calls it only when the plain path has something left to do).
+            self.after_write()
 
     def on_writable(self) -> None:
         phase = self.phase
