@@ -319,6 +319,8 @@ def test_full_spool_folder_answers_507_and_the_worker_goes_on(start_server, full
         s.sendall(b"GET /sub/a.txt HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(s)[::2] == (200, b"file a\n")
     assert srv.children() == worker  # the same worker answered: it did not crash
+    # The worker's log lines reach the test through a pipe and a reader thread: wait for them.
+    srv.wait_for(r"cannot keep a request body", count=2)
     log = "".join(srv.log)
     assert log.count("cannot keep a request body") == 2
     assert "Traceback" not in log
