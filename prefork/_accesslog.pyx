@@ -7,6 +7,8 @@ AccessLog, which keeps everything else (opening, batching writes, dropping lines
 log is the pure twin's (prefork.logs.open_access_log). Lines must be byte-identical to the pure twin's
 (tests/test_accesslog_twins.py)."""
 
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.stdio cimport snprintf
 from libc.time cimport time_t
 
 cdef extern from "<time.h>" nogil:
@@ -70,16 +72,32 @@ cdef class Combined:
             referer = _q(referer)
         if '"' in agent or "\\" in agent:
             agent = _q(agent)
+        cdef char buf[64]
+        cdef int n
+        # The numbers printed in C when they are plain ints (what the server passes),
+        # as str() would print them.
+        if type(status) is int and (length is None or type(length) is int):
+            try:
+                if length is None:
+                    n = snprintf(buf, sizeof(buf), '%lld - "', <long long>status)
+                else:
+                    n = snprintf(buf, sizeof(buf), '%lld %lld "', <long long>status, <long long>length)
+                mid = PyUnicode_DecodeASCII(buf, n, NULL)
+            except OverflowError:  # beyond 64 bits
+                mid = f'{status} {"-" if length is None else length} "'
+        else:
+            mid = f'{status} {"-" if length is None else length} "'
         x = duration * 1000000.0 + 0.5
         if 0.0 <= x < 1000000.0:
             us = <long long>x
-            took = "0." + str(1000000 + us)[1:]
+            n = snprintf(buf, sizeof(buf), '0.%06lld\n', us)
+            took = PyUnicode_DecodeASCII(buf, n, NULL)
         elif x < 1000000.0:  # negative: never from perf_counter, but as the pure twin does
-            took = "0." + str(1000000 + int(x))[1:]
+            took = "0." + str(1000000 + int(x))[1:] + "\n"
         else:
-            took = f"{duration:.6f}"
-        line = (f'{host} - - [{self._stamp}] "{req.method} {target} {req.version}" {status} '
-                f'{"-" if length is None else length} "{referer}" "{agent}" {took}\n')
+            took = f"{duration:.6f}\n"
+        line = (f'{host} - - [{self._stamp}] "{req.method} {target} {req.version}" {mid}'
+                f'{referer}" "{agent}" {took}')
         lines = self.lines
         lines.append(line)
         if len(lines) >= _batch:
