@@ -62,10 +62,9 @@ cdef class Combined:
             self._next_second = second + 1
             self._stamp = _stamp_of(second)
         host = addr[0] if type(addr) is tuple else (addr or "-")
-        header = req.header
         cdef str target = req.target
-        cdef str referer = header("referer", "-")
-        cdef str agent = header("user-agent", "-")
+        cdef str referer = req.header("referer", "-")  # (no bound method: Cython calls it unbound)
+        cdef str agent = req.header("user-agent", "-")
         if '"' in target or "\\" in target:
             target = _q(target)
         if '"' in referer or "\\" in referer:
