@@ -1,4 +1,5 @@
-"""Builds the optional Cython extensions prefork.http._parser and prefork.apps._wsgi.
+"""Builds the optional Cython extensions prefork.http._parser, prefork.apps._wsgi and
+prefork._accesslog (the access log's combined line).
 
 Without a compiler (or without Cython) the install still succeeds and the pure-Python
 parser runs, with a warning at startup. PREFORK_REQUIRE_EXTENSION=1 turns a failed build
@@ -18,11 +19,12 @@ def extensions():
     except ImportError:
         if REQUIRED:
             raise
-        print("prefork-http: Cython is not available; the pure-Python parser and WSGI adapter will be used")
+        print("prefork-http: Cython is not available; the pure-Python parser, WSGI adapter and access log will be used")
         return []
     exts = cythonize(
         [Extension("prefork.http._parser", ["prefork/http/_parser.pyx"], extra_compile_args=["-O2"]),
-         Extension("prefork.apps._wsgi", ["prefork/apps/_wsgi.pyx"], extra_compile_args=["-O2"])],
+         Extension("prefork.apps._wsgi", ["prefork/apps/_wsgi.pyx"], extra_compile_args=["-O2"]),
+         Extension("prefork._accesslog", ["prefork/_accesslog.pyx"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     )
     # cythonize() builds new Extension objects and drops optional=, so set it here.

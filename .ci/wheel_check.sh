@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The wheel and sdist build, pass twine check, and the wheel runs with the Cython parser
-# (and has the Cython WSGI adapter)
+# (and has the Cython WSGI adapter and access log)
 # in a fresh venv on a machine with no C compiler (PATH without cc/gcc, CC=/bin/false).
 # Usage: .ci/wheel_check.sh PYTHON (a python with build and twine installed)
 set -euo pipefail
@@ -21,6 +21,8 @@ mkdir "$work/www" && echo "wheel ok" > "$work/www/index.html"
 cd "$work"  # away from the source tree: the installed package must be the one imported
 env PATH="$work/venv/bin:$work/bin" "$work/venv/bin/prefork-http" --version | tee "$work/version.txt"
 grep -q "parser cython, wsgi cython," "$work/version.txt" || { echo "the wheel lacks an extension"; exit 1; }
+"$work/venv/bin/python" -c "import prefork.logs as l; assert l.CAccessLog is not None" \
+    || { echo "the wheel lacks the Cython access log"; exit 1; }
 env PATH="$work/venv/bin:$work/bin" "$work/venv/bin/prefork-http" --parser cython \
     --bind 127.0.0.1:0 --workers 1 --root "$work/www" >"$work/out.log" 2>&1 &
 pid=$!

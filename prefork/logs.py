@@ -142,6 +142,26 @@ def _q(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
+try:  # the combined line in Cython (prefork/_accesslog.pyx); the pure AccessLog is its twin
+    from prefork import _accesslog
+except ImportError:
+    _accesslog = None
+    CAccessLog = None
+else:
+    _accesslog.configure(clf_time, ACCESS_BATCH)
+
+    class CAccessLog(_accesslog.Combined, AccessLog):
+        """AccessLog with the combined line built in C (the same bytes as the pure twin's)."""
+
+
+def open_access_log(target: str, fmt: str = "combined") -> AccessLog:
+    """The access log for `target`: the Cython line when it is built (combined format),
+    the pure AccessLog otherwise (and for JSON)."""
+    if CAccessLog is not None and fmt != "json":
+        return CAccessLog(target, fmt)
+    return AccessLog(target, fmt)
+
+
 class ErrorLogHandler(logging.StreamHandler):
     """The error log: one os.write per line to the stream's descriptor. A line that cannot
     be written is dropped and counted (logging's default prints a traceback about it to

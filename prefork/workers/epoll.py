@@ -39,7 +39,7 @@ from prefork.http import parser as parser_choice
 from prefork.config import Config
 from prefork.http.core import expired
 from prefork.workers.connection import CLOSED, LINGER, OPEN, Connection, _peer
-from prefork.logs import AccessLog, FloodFilter, error_log_dropped, reset_error_log_count
+from prefork.logs import AccessLog, FloodFilter, error_log_dropped, open_access_log, reset_error_log_count
 from prefork.proxy import TrustedProxies, parse_networks
 from prefork.workers.accept import (  # noqa: F401 - the constants are re-exported
     ACCEPT_BATCH, ACCEPT_CLIENT_GONE, ACCEPT_EXHAUSTED, BACKOFF_MAX, BACKOFF_MIN,
@@ -201,7 +201,7 @@ class Worker:
         self.header_block = module.header_block
         self.status_line = module.status_line
         if cfg.access_log:
-            self.access = AccessLog(cfg.access_log, cfg.access_log_format)
+            self.access = open_access_log(cfg.access_log, cfg.access_log_format)
         self.trusted = TrustedProxies(parse_networks(cfg.forwarded_allow_ips))
         self.proxy_protocol = cfg.proxy_protocol
 
