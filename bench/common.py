@@ -194,6 +194,21 @@ def wrk(url: str, cpu: str, duration: float, connections: int, extra: Sequence[s
             "client_cpu": client_cpu, "cmd": cmd}
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by `pid` and every process below it, from
+    /proc/PID/stat; threads are included (the process's own counters sum them)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 # ---------------------------------------------------------------------------- memory
 
 def descendants(pid: int) -> List[int]:

@@ -54,7 +54,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (NGINX_CONF, NGINX_TLS_CONF, BENCH, BIN, PY, ROOT, MemorySampler, ServerProc,  # noqa: E402
                     descendants, free_port, machine, make_certificate, missing_tools, start_prefork, start_process,
-                    stop, tool, wrk)
+                    stop, tool, tree_cpu_seconds, wrk)
 
 sys.path.insert(0, ROOT)
 
@@ -477,7 +477,9 @@ def run_workload(setup: Setup, server: ServerProc, workload: str, ctx: dict, arg
             url = server.url + setup.prefix * (workload in FILE_WORKLOADS) + path
             script = {"echo": ctx["echo_lua"], "hello-pipelined": ctx["pipeline_lua"]}.get(workload)
             wrk(url, WRK_CPU, 1, CONNECTIONS, extra, script)  # warm-up
+            cpu0 = tree_cpu_seconds(server.pid)
             r = wrk(url, WRK_CPU, args.duration, CONNECTIONS, extra, script)
+            r["server_us"] = (tree_cpu_seconds(server.pid) - cpu0) * 1e6 / max(1.0, r["rps"] * args.duration)
             commands.append(("wrk", f"{setup.name} {workload} {mode}", " ".join(r["cmd"])))
         r.update(server=setup.name, family=setup.family, parser=setup.parser, workload=workload,
                  mode=mode, workers=1)
@@ -485,6 +487,7 @@ def run_workload(setup: Setup, server: ServerProc, workload: str, ctx: dict, arg
         unit = "msg/s" if workload == "ws-echo" else "req/s"
         print(f"  {setup.name:32} {workload:17} {mode:10} {r['rps']:>10,.0f} {unit}"
               f"  client CPU {r['client_cpu']:.0%}"
+              f"{'  server %.2f us/req' % r['server_us'] if r.get('server_us') else ''}"
               f"{'  errors: ' + r['errors'] if r['errors'] else ''}"
               f"{'  non-2xx: %d' % r['non2xx'] if r['non2xx'] else ''}", flush=True)
 
@@ -608,6 +611,11 @@ def _cpu(r) -> str:
     return "-" if x is None else (f"**{x:.0%}**" if x >= CLIENT_BOUND else f"{x:.0%}")
 
 
+def _us(r) -> str:
+    x = r.get("server_us")  # the server's CPU time (all its processes) per request; absent in older runs
+    return "-" if not x else f"{x:.2f}"
+
+
 def _get(results, server, workload, mode="keep-alive"):
     for r in results:
         if r["server"] == server and r["workload"] == workload and r["mode"] == mode:
@@ -647,6 +655,15 @@ def targets(results, scaling, cython: bool, baseline: Optional[Dict[str, float]]
         verdict = "MET" if (met(x) if met else x >= goal) else "MISSED"
         if bound:
             verdict = "NO VERDICT (client-bound)"
+            ua, ub = a.get("server_us"), b.get("server_us")
+            if ua and ub:
+                # The server's CPU time per request (its core's capacity) still compares them:
+                # 1/µs is what each could serve with a client that kept up.
+                xc = ub / ua
+                shown += (f"; server CPU per request {ua:.2f} / {ub:.2f} µs: capacity "
+                          + (shown_x(xc) if shown_x else f"{xc:.2f}x"))
+                verdict = ("MET" if (met(xc) if met else xc >= goal) else "MISSED") \
+                    + " (by server CPU per request; client-bound)"
         rows.append((label + note if num.endswith(p) or f" {p} " in num else label,
                      f"{a['rps']:,.0f} / {b['rps']:,.0f} {'msg' if a['workload'] == 'ws-echo' else 'req'}/s = {shown}",
                      verdict))
@@ -759,7 +776,11 @@ def write_results(path: str, data: dict, chart: Optional[str]) -> None:
       "Nagle on, queue of 5). Latency columns are wrk's p50 and p99 in ms. `client CPU` is the CPU time "
       f"wrk (or bench/ws_echo.py) used per second of its run (100% is its core busy); from {CLIENT_BOUND:.0%} up (bold) the load "
       "generator, not the server, set the pace, and the row is a floor for the server, not its speed "
-      "(expect this for 10 MiB files, where wrk's reads of the bodies cost as much as the sending).\n")
+      "(expect this for 10 MiB files, where wrk's reads of the bodies cost as much as the sending). "
+      "`server µs/req` is the CPU time (user + system, from /proc) the server's processes used "
+      "during the measured run divided by the requests answered: the server's cost per request, "
+      "which a saturated client does not hide (1/µs is what its one core could serve). Where a "
+      "target's rows are client-bound, its verdict is taken from that ratio and says so.\n")
     for line in data["left_out"]:
         w(f"- Left out: {line}")
     if data["left_out"]:
@@ -801,10 +822,10 @@ def write_results(path: str, data: dict, chart: Optional[str]) -> None:
             w("Starlette's FileResponse: sent through `http.response.pathsend` (sendfile) where the server "
               "offers that extension (prefork-http, granian), else read and sent by Starlette.\n")
         unit = "msg/s" if workload == "ws-echo" else "req/s"
-        head = (f"| connection | server | {unit} | p50 ms | p99 ms | client CPU | errors |"
+        head = (f"| connection | server | {unit} | p50 ms | p99 ms | client CPU | server µs/req | errors |"
                 + "".join(f" vs {p} |" for p in peers))
         w(head)
-        w("| --- | --- | ---: | ---: | ---: | ---: | --- |" + " ---: |" * len(peers))
+        w("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |" + " ---: |" * len(peers))
         for mode in MODES:
             for r in (x for x in rows if x["mode"] == mode):
                 cells = []
@@ -813,7 +834,7 @@ def write_results(path: str, data: dict, chart: Optional[str]) -> None:
                     cells.append("-" if not base or p == r["server"] else f"{r['rps'] / base['rps']:.2f}x")
                 err = ", ".join(filter(None, [r["errors"], f"non-2xx {r['non2xx']}" if r["non2xx"] else ""])) or "-"
                 w(f"| {mode} | {r['server']} | {r['rps']:,.0f} | {_fmt_ms(r['p50'])} | {_fmt_ms(r['p99'])} | "
-                  f"{_cpu(r)} | {err} |"
+                  f"{_cpu(r)} | {_us(r)} | {err} |"
                   + "".join(f" {c} |" for c in cells))
         w("")
 
