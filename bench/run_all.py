@@ -802,6 +802,8 @@ def write_results(path: str, data: dict, chart: Optional[str]) -> None:
           + "; ".join(t[0] for t in missed) + ".\n")
     else:
         w("Every target is met in this run.\n")
+    if data.get("analysis"):  # --analysis: what the profiles say about the targets not met
+        w(data["analysis"].rstrip() + "\n")
 
     results = data["results"]
     for workload, (label, *_rest) in WORKLOADS.items():
@@ -977,6 +979,9 @@ def main() -> int:
     ap.add_argument("--profile", choices=("raw", "speedscope"), help="also py-spy record the prefork worker")
     ap.add_argument("--profile-top", type=int, default=15)
     ap.add_argument("--note", help="a line to put at the top of RESULTS.md")
+    ap.add_argument("--analysis", metavar="FILE.md",
+                    help="Markdown put after the targets: where the time goes for those not met "
+                         "(written from profiles by hand; kept in the run's JSON)")
     ap.add_argument("--from-json", metavar="PATH", help="rewrite RESULTS.md and the chart from a saved "
                     "bench/out/run_all.json, running nothing")
     ap.add_argument("--baseline", metavar="RUN.json", help="an earlier run's JSON (bench/out/run_all.json, or "
@@ -1004,6 +1009,11 @@ def main() -> int:
             data = json.load(f)
         if args.baseline or args.pipelined_baseline:
             data["baseline"] = baseline_from(args)
+        if args.note:
+            data["note"] = args.note
+        if args.analysis:
+            with open(args.analysis) as f:
+                data["analysis"] = f.read()
         data["targets"] = targets(data["results"], data["scaling"], data["cython"], data.get("baseline"))
         write_results(args.results, data, chart(args.chart, data))
         print(f"wrote {os.path.relpath(args.results)} from {args.from_json}")
@@ -1050,7 +1060,7 @@ def main() -> int:
 
     data = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(), "quick": args.quick, "duration": args.duration, "cython": cython,
-            "note": args.note, "left_out": [], "baseline": baseline_from(args), "results": [], "scaling": [], "memory": {}, "commands": [], "profiles": [],
+            "note": args.note, "analysis": open(args.analysis).read() if args.analysis else "", "left_out": [], "baseline": baseline_from(args), "results": [], "scaling": [], "memory": {}, "commands": [], "profiles": [],
             "argv": " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])}
     ctx["left_out"] = data["left_out"]
     started = time.monotonic()
