@@ -97,6 +97,9 @@ class Server:
             into.append(line)
             if q is not None:
                 q.put(line)
+        # Closed here, at EOF: left to the garbage collector, the pipe's ResourceWarning
+        # fired in whatever test ran then (the connection fuzz counts every one as a leak).
+        stream.close()
         if q is not None:
             q.put(None)
 
