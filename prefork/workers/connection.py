@@ -640,15 +640,8 @@ class Connection:
                     if not self.stream(item):
                         return False
                 elif type(item) is FileBody:
-                    while item.count:
-                        sent = os.sendfile(self.fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
-                        if sent == 0:  # the file shrank under us: the response is broken
-                            log.error("file ended early while sending; closing the connection")
-                            self.close()
-                            return False
-                        item.offset += sent
-                        item.count -= sent
-                    item.close()
+                    if not self.send_file(item):
+                        return False
                 else:
                     sent = sock.send(item, MSG_MORE if len(out) > 1 else 0)
                     if sent < len(item):
@@ -660,6 +653,21 @@ class Connection:
                 self.close()
                 return False
             out.popleft()
+        return True
+
+    def send_file(self, item: FileBody) -> bool:
+        """flush()'s step for a file: True once it has all gone out (and is closed); False
+        or BlockingIOError when flush must stop here (the socket is full, or the connection
+        was closed). TLSConnection overrides it: sendfile cannot encrypt."""
+        while item.count:
+            sent = os.sendfile(self.fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+            if sent == 0:  # the file shrank under us: the response is broken
+                log.error("file ended early while sending; closing the connection")
+                self.close()
+                return False
+            item.offset += sent
+            item.count -= sent
+        item.close()
         return True
 
     def stream(self, item: StreamBody) -> bool:

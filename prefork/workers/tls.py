@@ -31,7 +31,7 @@ import os
 import socket
 import ssl
 
-from prefork.apps.response import FileBody, StreamBody
+from prefork.apps.response import FileBody
 from prefork.http.errors import ParseError
 from prefork.proxy import ProxyProtocolError, claims_forwarding, forwarded_client, parse_proxy_header
 from prefork.tls import TLSInfo
@@ -89,6 +89,7 @@ class TLSSocket(ssl.SSLSocket):
             return b""  # (with close_notify or without: as suppress_ragged_eofs)
 
     def send(self, data, flags=0):
+        # flags (flush's MSG_MORE) do not apply: OpenSSL writes whole records itself.
         sslobj = self._sslobj
         if sslobj is None:
             raise BrokenPipeError("TLS already shut down")
@@ -242,52 +243,32 @@ class TLSConnection(Connection):
 
     # ------------------------------------------------------------------ output
 
-    def flush(self) -> bool:
-        """Send what is queued through TLS; True when the queue is empty. A file is read in
-        FILE_CHUNK pieces, each encrypted and sent before the next is read: what the socket
-        refuses waits at the head of the queue, so a slow reader holds one chunk, not the file."""
-        if self.phase != READY:
-            return Connection.flush(self)
-        out = self.out
+    def send_file(self, item: FileBody) -> bool:
+        """Connection.flush's step for a file, through TLS: read in FILE_CHUNK pieces, each
+        encrypted and sent before the next is read. What the socket refuses waits at the
+        head of the queue (before the rest of the file), so a slow reader holds one chunk,
+        not the file; after STREAM_BURST bytes the loop serves others (EPOLLOUT brings us back)."""
         sock = self.sock
         burst = STREAM_BURST
-        while out:
-            item = out[0]
-            try:
-                if type(item) is StreamBody:
-                    if not self.stream(item):
-                        return False
-                elif type(item) is FileBody:
-                    while item.count:
-                        if burst <= 0:  # let the loop serve others; EPOLLOUT brings us back
-                            return False
-                        data = os.pread(item.fd, min(item.count, FILE_CHUNK), item.offset)
-                        if not data:  # the file shrank under us: the response is broken
-                            log.error("file ended early while sending; closing the connection")
-                            self.close()
-                            return False
-                        item.offset += len(data)
-                        item.count -= len(data)
-                        burst -= len(data)
-                        try:
-                            sent = sock.send(data)
-                        except (BlockingIOError, InterruptedError):
-                            sent = 0
-                        if sent < len(data):
-                            out.appendleft(memoryview(data)[sent:])
-                            return False
-                    item.close()
-                else:
-                    sent = sock.send(item)
-                    if sent < len(item):
-                        out[0] = item[sent:] if type(item) is memoryview else memoryview(item)[sent:]
-                        return False
-            except (BlockingIOError, InterruptedError):
+        while item.count:
+            if burst <= 0:
                 return False
-            except OSError:
+            data = os.pread(item.fd, min(item.count, FILE_CHUNK), item.offset)
+            if not data:  # the file shrank under us: the response is broken
+                log.error("file ended early while sending; closing the connection")
                 self.close()
                 return False
-            out.popleft()
+            item.offset += len(data)
+            item.count -= len(data)
+            burst -= len(data)
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent < len(data):
+                self.out.appendleft(memoryview(data)[sent:])
+                return False
+        item.close()
         return True
 
     def after_write(self) -> None:
