@@ -339,7 +339,6 @@ def machine() -> Dict[str, str]:
             **{f"pkg:{k}": v for k, v in versions.items()}}
 
 
-# nginx as the static-file peer: its own config, one worker, sendfile on, no access log.
 def make_certificate(folder: str) -> tuple:
     """(certificate, key) paths: a self-signed ECDSA P-256 certificate for 127.0.0.1 made
     with the openssl command, which every TLS row uses (the same certificate for all)."""
@@ -351,35 +350,7 @@ def make_certificate(folder: str) -> tuple:
     return cert, key
 
 
-NGINX_TLS_CONF = """\
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx-tls.pid;
-error_log {tmp}/error-tls.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        root {www};
-        location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
-    }}
-}}
-"""
-
+# nginx as the static-file peer: its own config, one worker, sendfile on, no access log.
 NGINX_CONF = """\
 worker_processes 1;
 daemon off;
@@ -403,3 +374,34 @@ http {{
     }}
 }}
 """
+
+
+def _edited(text: str, *edits: tuple) -> str:
+    """`text` with each (old, new) replaced; an `old` that is not there is an error, so that
+    a change to NGINX_CONF cannot silently drop an edit."""
+    for old, new in edits:
+        if old not in text:
+            raise ValueError(f"{old!r} is not in the text to edit")
+        text = text.replace(old, new)
+    return text
+
+
+# The TLS peer: NGINX_CONF with TLS on the listener, its own pid and error log (both may
+# share one temporary folder), and a 13-byte hello at / for the tls-hello row.
+NGINX_TLS_CONF = _edited(
+    NGINX_CONF,
+    ("{tmp}/nginx.pid", "{tmp}/nginx-tls.pid"),
+    ("{tmp}/error.log", "{tmp}/error-tls.log"),
+    ("    server {{\n", """\
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    server {{
+"""),
+    ("listen 127.0.0.1:{port};", "listen 127.0.0.1:{port} ssl;"),
+    ("        root {www};\n", """\
+        root {www};
+        location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
+"""),
+)
