@@ -453,3 +453,25 @@ def test_unfinished_proxy_header_is_closed_after_the_head_timeout(asgi):
     assert s.recv(1) == b""
     assert time.monotonic() - t0 < 8
     s.close()
+
+
+def test_upgrade_without_websockets_is_served_as_http(start_server, tmp_path):
+    """Without the websockets package (an optional dependency), an upgrade request is an
+    ordinary request to the application (an "http" scope), as uvicorn serves it; the
+    worker says so once in the log, and the connection stays HTTP/1.1."""
+    site = tmp_path / "no-websockets"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text('import sys\nsys.modules["websockets"] = None  # import fails\n')
+    srv = start_server("--interface", "asgi", app="asgi_apps:raw", pythonpath=[site, APPS])
+    upgrade = (b"GET /scope HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    with srv.connect() as s:
+        buf = bytearray()
+        for _ in range(2):  # the second on the same connection: it stayed HTTP
+            s.sendall(upgrade)
+            status, headers, body = read_response(s, buf=buf)
+            assert status == 200, (status, body)
+            scope = json.loads(body)
+            assert scope["type"] == "http" and ["upgrade", "websocket"] in scope["headers"]
+    srv.wait_for(r"WARNING.*[Uu]nsupported upgrade request.*websockets")
+    assert sum("upgrade request" in line for line in srv.log) == 1, "".join(srv.log)

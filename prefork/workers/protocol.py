@@ -2,7 +2,9 @@
 twins and runs the ASGI application for each request (`Cycle`), one at a time per connection
 (pipelined requests wait their turn). The rules of the connection (framing, keep-alive,
 error answers, timeouts) come from prefork.http.core; this module does the I/O and the ASGI
-messages. A WebSocket upgrade hands the connection over to prefork.workers.ws.
+messages. A WebSocket upgrade hands the connection over to prefork.workers.ws, which needs
+the optional `websockets` package; without it an upgrade request is served as an ordinary
+request (an "http" scope), as uvicorn does, and the worker logs a warning once.
 
 Body bytes are handed to the application as they arrive, and reading pauses while more than
 READ_AHEAD bytes wait for it (back-pressure); writing waits while the transport's buffer is
@@ -39,6 +41,25 @@ MAX_PIPELINED = 16  # requests parsed ahead of the one being answered
 WRITE_HIGH = 256 * 1024  # transport write buffer high-water mark
 
 access_log_clock = perf_counter
+
+
+
+_start_websocket = None  # prefork.workers.ws.start_websocket once imported; False: it cannot be
+
+
+def websocket_driver():
+    """start_websocket, imported at the first upgrade request (the websockets package costs
+    its import time only to the workers that see one); None when websockets is missing."""
+    global _start_websocket
+    if _start_websocket is None:
+        try:
+            from prefork.workers.ws import start_websocket
+        except ImportError as exc:
+            log.warning("Unsupported upgrade request: no WebSocket library (%s); upgrade requests are "
+                        "served as plain HTTP. Install websockets: pip install 'prefork-http[asgi]'", exc)
+            start_websocket = False
+        _start_websocket = start_websocket
+    return _start_websocket or None
 
 
 class ClientDisconnected(OSError):
@@ -178,7 +199,8 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 cycle = Cycle(self, req, req.body, True)
                 self.cycles.append(cycle)
-                if req.method == "GET" and req.header("upgrade") is not None and self.is_websocket(req):
+                if req.method == "GET" and req.header("upgrade") is not None and self.is_websocket(req) \
+                        and websocket_driver() is not None:
                     cycle.upgrade = True
                     self.state = UPGRADING
                     self.early = bytearray(self.bytes_after_upgrade(data, reqs, i))
@@ -285,12 +307,10 @@ class HttpProtocol(asyncio.Protocol):
             cycle = self.cycles[0]
             self.current = cycle
             if cycle.upgrade:
-                from prefork.workers.ws import start_websocket
-
                 self.cycles.clear()
                 self.current = None
                 early, self.early = self.early, None
-                start_websocket(self, cycle.req, bytes(early or b""))
+                _start_websocket(self, cycle.req, bytes(early or b""))
                 return
             cycle.t0 = access_log_clock() if self.worker.access is not None else 0.0
             cycle.task = self.worker.loop.create_task(self.run_asgi(cycle))
