@@ -268,6 +268,49 @@ def test_accepted_sockets_have_tcp_nodelay(worker):
         client.close()
 
 
+@pytest.mark.parametrize("kind", ["tcp", "inherited", "unix"])
+def test_the_asyncio_worker_gets_tcp_nodelay_from_its_listeners(kind, tmp_path, caplog):
+    """The asyncio worker sets nothing per connection: every TCP listener it accepts from
+    carries TCP_NODELAY (its _boot_accept, shared with the epoll worker), also one bound by
+    someone else (fd://N: systemd socket activation, the old master's on USR2), and the
+    socket it hands to asyncio has it already (uvloop's transport does not set it). A UNIX
+    listener has no Nagle to turn off and boots without a warning."""
+    from prefork.workers.aio import AsyncioWorker
+
+    if kind == "tcp":
+        spec = parse_bind("127.0.0.1:0")
+    elif kind == "unix":
+        spec = parse_bind(f"unix:{tmp_path / 's.sock'}")
+    else:  # bound and listening elsewhere, Nagle on, as systemd hands it over
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.bind(("127.0.0.1", 0))
+        raw.listen(16)
+        assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        spec = parse_bind(f"fd://{raw.detach()}")
+    (listener,) = listeners = open_listeners([spec], 16)
+    w = AsyncioWorker(Config(), listeners, -1, 0, None)
+    w.conns = {}
+    taken = []
+    w._take = lambda sock, addr, tls=None: taken.append(sock)
+    lsock = listener.sock
+    client = socket.socket(lsock.family, socket.SOCK_STREAM)
+    try:
+        w._boot_accept()
+        client.connect(lsock.getsockname())
+        w._accept(lsock)
+        (sock,) = taken
+        assert not [r for r in caplog.records if "TCP_NODELAY" in r.getMessage()]
+        if kind == "unix":
+            assert sock.family == socket.AF_UNIX
+        else:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        client.close()
+        for sock in taken:
+            sock.close()
+        listener.close()
+
+
 def test_a_connection_answered_and_closed_on_its_first_read_costs_no_epoll_ctl(worker):
     lsock = worker.listeners[0].sock
     client = socket.create_connection(lsock.getsockname())

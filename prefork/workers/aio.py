@@ -208,9 +208,8 @@ class AsyncioWorker(Worker):
             self._resume()
 
     def _take(self, sock: socket.socket, addr, tls=None) -> None:
+        """TCP_NODELAY came with the socket, from the listener (Worker._boot_accept)."""
         sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         proto = HttpProtocol(self, addr)
         self.conns[proto] = None
         if tls is None:
