@@ -54,7 +54,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (NGINX_CONF, NGINX_TLS_CONF, BENCH, BIN, PY, ROOT, MemorySampler, ServerProc,  # noqa: E402
                     descendants, free_port, machine, make_certificate, missing_tools, start_prefork, start_process,
-                    stop, tool, tree_cpu_seconds, wrk)
+                    tool, tree_cpu_seconds, wrk)
 
 sys.path.insert(0, ROOT)
 
@@ -133,9 +133,9 @@ class Setup:
     def why_not(self, cython: bool) -> str:
         if self.parser == "cython" and not cython:
             return "the Cython parser (prefork.http._parser) does not import on this branch/build"
-        for tool in self.needs:
-            if not (os.path.exists(tool) if os.sep in tool else shutil.which(tool)):
-                return f"{os.path.basename(tool)} is not installed"
+        for need in self.needs:
+            if not (os.path.exists(need) if os.sep in need else shutil.which(need)):
+                return f"{os.path.basename(need)} is not installed"
         return self.check() if self.check else ""
 
     def start(self, ctx: dict, cpu: str, workers: int = 1) -> ServerProc:

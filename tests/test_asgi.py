@@ -4,7 +4,6 @@ applications, over real sockets (raw bytes, http.client)."""
 import http.client
 import json
 import os
-import signal
 import socket
 import time
 

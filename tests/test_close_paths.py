@@ -18,9 +18,11 @@ import pytest
 
 from conftest import read_response, recv_until_closed
 from prefork.workers import connection as connection_mod
-from prefork.workers.connection import CLOSED, CLOSING, LINGER, Connection
+from prefork.workers.connection import CLOSED, CLOSING, LINGER
 from prefork.apps.response import Response, StreamBody
-from test_connection import FakeWorker, pair  # noqa: F401 - the fixture
+import test_connection
+
+pair = test_connection.pair  # the fixture, bound here so that pytest finds it for this module's tests
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -10,7 +10,6 @@ tests/test_parser.py); this proves that every path goes through it.
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 

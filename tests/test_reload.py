@@ -2,8 +2,6 @@
 an edit that breaks the import keeps the old workers and logs the error once."""
 
 import os
-import signal
-import time
 
 import pytest
 

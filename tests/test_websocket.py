@@ -11,7 +11,7 @@ import pytest
 
 from conftest import APPS, read_response
 
-websockets = pytest.importorskip("websockets")
+pytest.importorskip("websockets")
 pytest.importorskip("starlette")
 import websockets.exceptions  # noqa: E402  (websockets 14+ no longer imports it on `import websockets`)
 
@@ -134,7 +134,6 @@ def test_many_idle_websockets_rss(start_server, capsys):
     """1,000 idle WebSockets on one worker cost a descriptor and a little memory each,
     never a worker (raw clients doing the handshake, in batches)."""
     import resource
-    import socket
     n = 1000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = n + 200  # the server inherits it
