@@ -158,7 +158,7 @@ cdef class Combined:
             v = PyLong_AsLongLongAndOverflow(value, &overflow)
             if overflow:  # beyond 64 bits
                 return self._text(value, False)
-            u = <unsigned long long>(-v) if v < 0 else <unsigned long long>v
+            u = (0 - <unsigned long long>v) if v < 0 else <unsigned long long>v  # (LLONG_MIN too)
             while True:
                 i -= 1
                 digits[i] = <char>48 + <char>(u % 10)
