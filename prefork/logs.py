@@ -38,10 +38,11 @@ class AccessLog:
     The server calls `log(conn, req, status, length, t0)`: the host is the client's (see
     Connection.client), the request time runs from `t0` (a time.monotonic() reading) to
     the call. The epoll worker's t0 is the time of the loop pass in which it took the
-    request up, as nginx's $request_time starts when the request's first bytes are read:
-    the pass that read its last bytes, or for a pipelined request that waited for the
-    socket, the pass in which the socket took the answers before it; with --threads, when
-    the handler starts in its thread. `__call__(addr, req, status, length, duration)` is
+    request up (worker.now: no clock read per request): the pass that read the request's
+    last bytes, or for a pipelined request that waited for the socket, the pass in which
+    the socket took the answers before it; with --threads, when the handler starts in its
+    thread. Close to nginx's $request_time, which starts at the request's first bytes: a
+    head or body that arrives in several reads counts from the last of them here. `__call__(addr, req, status, length, duration)` is
     the line for a host and a duration already known (the asyncio worker's)."""
 
     def __init__(self, target: str, fmt: str = "combined") -> None:
