@@ -15,9 +15,10 @@ import logging
 import os
 import sys
 import time
-from time import time as _time
+from time import monotonic as _monotonic, time as _time
 from typing import Dict, List, Optional, Tuple
 
+from prefork.proxy import FORWARDING_FIELDS
 from prefork.workers.connection import clf_time
 
 log = logging.getLogger("prefork.error")
@@ -32,8 +33,17 @@ class AccessLog:
 
     Lines are kept in a list and written with one os.write once the worker's loop has
     been idle for 50 ms (worker.ACCESS_IDLE), or ACCESS_BATCH lines are waiting, or once a
-    second: `tail -f` sees a request as it is answered, and a busy worker writes in batches. The request time runs from the
-    handler's call to its answer being queued."""
+    second: `tail -f` sees a request as it is answered, and a busy worker writes in batches.
+
+    The server calls `log(conn, req, status, length, t0)`: the host is the client's (see
+    Connection.client), the request time runs from `t0` (a time.monotonic() reading) to
+    the call. The epoll worker's t0 is the time of the loop pass in which it took the
+    request up (worker.now: no clock read per request): the pass that read the request's
+    last bytes, or for a pipelined request that waited for the socket, the pass in which
+    the socket took the answers before it; with --threads, when the handler starts in its
+    thread. Close to nginx's $request_time, which starts at the request's first bytes: a
+    head or body that arrives in several reads counts from the last of them here. `__call__(addr, req, status, length, duration)` is
+    the line for a host and a duration already known (the asyncio worker's)."""
 
     def __init__(self, target: str, fmt: str = "combined") -> None:
         self.target = target
@@ -46,6 +56,17 @@ class AccessLog:
         self._next_second = 0.0  # when _stamp, the time of the current second, is due again
         self._stamp = ""
         self.json = fmt == "json"
+
+    def log(self, conn, req, status: int, length: Optional[int], t0: float = 0.0) -> None:
+        """The line of `req` answered on `conn` (a Connection: its addr, trusted, client()),
+        timed from `t0` (0.0: untimed)."""
+        self(conn.client(req)[0] if conn.trusted else conn.addr, req, status, length,
+             _monotonic() - t0 if t0 else 0.0)
+
+    @property
+    def waiting(self) -> int:
+        """Lines waiting to be written."""
+        return len(self.lines)
 
     def __call__(self, addr, req, status: int, length: Optional[int], duration: float = 0.0) -> None:
         # Runs once per request in the loop: lookups are local, quoting only when needed.
@@ -88,12 +109,21 @@ class AccessLog:
             return sys.stdout.fileno()
         return os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
 
+    def pending(self) -> bytes:
+        """The bytes waiting to be written (what flush() writes next)."""
+        return "".join(self.lines).encode("utf-8", "backslashreplace")
+
+    def take(self) -> bytes:
+        """The bytes waiting, and forget them."""
+        data = self.pending()
+        self.lines = []
+        return data
+
     def flush(self) -> None:
         """Write what is waiting; on failure drop it and count it."""
-        if not self.lines:
+        if not self.waiting:
             return
-        data = "".join(self.lines).encode("utf-8", "backslashreplace")
-        self.lines = []
+        data = self.take()
         if self._torn:  # end the half line a failed write left, so this batch starts clean
             data = b"\n" + data
         whole = data
@@ -148,10 +178,11 @@ except ImportError:
     _accesslog = None
     CAccessLog = None
 else:
-    _accesslog.configure(clf_time, ACCESS_BATCH)
+    _accesslog.configure(clf_time, ACCESS_BATCH, FORWARDING_FIELDS)
 
     class CAccessLog(_accesslog.Combined, AccessLog):
-        """AccessLog with the combined line built in C (the same bytes as the pure twin's)."""
+        """AccessLog with the combined line built in C (the same bytes as the pure twin's),
+        kept as bytes until the pure twin's flush writes them."""
 
 
 def open_access_log(target: str, fmt: str = "combined") -> AccessLog:

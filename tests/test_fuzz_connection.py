@@ -223,6 +223,18 @@ class FuzzWorker:
             assert taken < PUMP_LIMIT, "epoll keeps reporting events: a busy loop"
 
 
+
+class Transcribed:
+    """An access log that writes its calls into the transcript: the host as AccessLog.log
+    finds it, and what the line says of the request."""
+
+    def __init__(self, transcript: list) -> None:
+        self.transcript = transcript
+
+    def log(self, conn, req, status, size, t0=0.0) -> None:
+        addr = conn.client(req)[0] if conn.trusted else conn.addr
+        self.transcript.append(("access", addr, req.method, req.target, status, size))
+
 # ---------------------------------------------------------------------- the client side
 
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -386,8 +398,7 @@ def run_scenario(parser: str, proxy: int, limits: dict, spool: int, sndbuf: int,
                 conn = Connection(worker, server, ("127.0.0.1", 40000))
                 conn.fused = conn.fused and fused
                 if transcript is not None:
-                    worker.access = lambda addr, req, status, size, latency: transcript.append(
-                        ("access", addr, req.method, req.target, status, size))
+                    worker.access = Transcribed(transcript)
                 worker.add(conn)
                 received = drive(worker, conn, client, handler, limits, pieces, reads, shut, timeout, drain)
                 if transcript is not None:

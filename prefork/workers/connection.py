@@ -38,7 +38,6 @@ import tempfile
 import time
 from collections import deque
 from itertools import islice
-from time import perf_counter
 
 from prefork.http.core import (
     CHUNKED, CONTINUE, HEAD_ONLY, LAST_CHUNK, LINGER as AFTER_LINGER, after_response, chunk as chunk_of, error_answer,
@@ -362,7 +361,6 @@ class Connection:
         i = 0
         for req in reqs:
             i += 1
-            t0 = perf_counter() if access is not None else 0.0
             worker.current = req
             worker.busy_since = worker.now
             try:
@@ -386,7 +384,7 @@ class Connection:
                            req.keep_alive and not worker.stopping)
                     hit = worker.heads.get(key) or memo_head(worker, key)
             if hit is None:
-                if not self.answered(req, resp, t0, i < n):
+                if not self.answered(req, resp, worker.now, i < n):
                     return
             else:
                 head, mode, keep = hit
@@ -398,9 +396,8 @@ class Connection:
                 else:
                     size = len(body)
                     data = head + body
-                if access is not None:
-                    access(self.client(req)[0] if self.trusted else self.addr, req, status, size,
-                           perf_counter() - t0 if t0 else 0.0)
+                if access is not None:  # timed from this loop pass (see logs.AccessLog)
+                    access.log(self, req, status, size, worker.now)
                 if self.out or self.cork is not None:
                     self.write(data)
                 else:  # write(), inlined: the common case
@@ -429,7 +426,6 @@ class Connection:
         handler = worker.handler
         with_conn = getattr(handler, "wants_connection", False)
         pool = getattr(worker, "pool", None)
-        timed = worker.access is not None
         n = len(reqs)
         i = 0
         for req in reqs:
@@ -444,7 +440,6 @@ class Connection:
                     worker.watch_read(self)
                 pool.submit(self, req)
                 return
-            t0 = perf_counter() if timed else 0.0
             worker.current = req
             worker.busy_since = worker.now
             try:
@@ -454,7 +449,7 @@ class Connection:
                 resp = error_response(500, "Internal Server Error")
             worker.busy_since = 0.0
             worker.current = None
-            if not self.answered(req, resp, t0, i < n):
+            if not self.answered(req, resp, worker.now, i < n):  # timed from this loop pass
                 return
             if self.out and i < n:
                 self.pending = deque(islice(reqs, i, None))
@@ -526,9 +521,7 @@ class Connection:
             body.length = -1  # tells the stream to frame chunks
         worker.by_status[status // 100] += 1
         if worker.access is not None:
-            worker.access(self.client(req)[0] if self.trusted else self.addr, req, status,
-                          0 if head_only else size,
-                          perf_counter() - t0 if t0 else 0.0)
+            worker.access.log(self, req, status, 0 if head_only else size, t0)
         if head_only:
             _release(resp)
             self.write(head)

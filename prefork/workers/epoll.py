@@ -272,7 +272,7 @@ class Worker:
             # writes in batches (ACCESS_BATCH lines, or once a second) at no extra syscall.
             if pool is not None and pool.jobs:
                 pool.kick()
-            pending = access is not None and access.lines
+            pending = access is not None and access.waiting
             events = ep.poll(min(timeout, ACCESS_IDLE) if pending else timeout)
             if pending and not events:
                 access.flush()
