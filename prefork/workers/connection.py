@@ -641,13 +641,16 @@ class Connection:
                         return False
                 elif type(item) is FileBody:
                     while item.count:
-                        sent = os.sendfile(self.fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+                        ask = min(item.count, SENDFILE_CHUNK)
+                        sent = os.sendfile(self.fd, item.fd, item.offset, ask)
                         if sent == 0:  # the file shrank under us: the response is broken
                             log.error("file ended early while sending; closing the connection")
                             self.close()
                             return False
                         item.offset += sent
                         item.count -= sent
+                        if sent < ask:  # the socket is full: another call now would only
+                            return False  # fail with EAGAIN (EPOLLOUT says when it has room)
                     item.close()
                 else:
                     sent = sock.send(item, MSG_MORE if len(out) > 1 else 0)
