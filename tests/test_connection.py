@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 
 import pytest
@@ -166,6 +167,74 @@ def test_parts_pieces_are_released_when_the_connection_closes_midway(pair, tmp_p
     conn.close()
     assert shared.refs == 1  # every in-flight piece gave its reference back
     shared.release()
+
+
+def test_a_file_send_cut_short_waits_for_epollout_without_a_call_that_fails(pair, tmp_path, monkeypatch):
+    """A sendfile that moves less than it was asked means the socket is full: the file waits
+    for EPOLLOUT at once, not after one more call that fails with EAGAIN (nginx's sendfile
+    chain does the same). The file arrives whole, in as many waits as the socket needs, and
+    the connection answers the next request."""
+    data = os.urandom(3 << 20)  # more than a socketpair takes at once
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    calls = []
+    real = os.sendfile
+
+    def sendfile(out_fd, in_fd, offset, count):
+        try:
+            sent = real(out_fd, in_fd, offset, count)
+        except BlockingIOError:
+            calls.append("EAGAIN")
+            raise
+        calls.append((count, sent))
+        return sent
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+
+    def handler(req):
+        if req.path == "/file":
+            return Response(200, [], FileBody(os.open(path, os.O_RDONLY), 0, len(data)))
+        return Response(200, [], b"next")
+
+    worker, conn, client = pair(handler)
+    client.sendall(b"GET /file HTTP/1.1\r\nHost: t\r\n\r\n")
+    conn.on_readable()
+    assert conn.out and worker.modes == ["write"]
+    assert len(calls) == 1 and calls[0][1] < calls[0][0]  # one short send, then the wait
+    buf = bytearray()
+    while conn.out:  # the loop's part: on_writable only when epoll would say EPOLLOUT
+        if select.select([], [conn.sock], [], 0)[1]:
+            conn.on_writable()
+        else:
+            buf += client.recv(1 << 16)
+    assert "EAGAIN" not in calls and len(calls) > 1
+    assert worker.modes[-1] == "read"
+    status, _, body = read_response(client, buf=buf)
+    assert status == 200 and body == data
+    client.sendall(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n")
+    conn.on_readable()
+    assert read_response(client, buf=buf)[::2] == (200, b"next")
+    assert conn.state != CLOSED
+
+
+def test_a_file_that_shrinks_while_it_is_sent_closes_the_connection(pair, tmp_path, caplog):
+    """Fewer bytes on disk than the head promised: what there is goes out, then the connection
+    is closed with a log line (the client sees a short body, never a wrong one)."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 1000)
+    worker, conn, client = pair(lambda req: Response(200, [], FileBody(os.open(path, os.O_RDONLY), 0, 5000)))
+    with caplog.at_level(logging.ERROR, logger="prefork.error"):
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        conn.on_readable()
+        if conn.state != CLOSED:  # the short send waits for EPOLLOUT; the next one finds the end
+            assert select.select([], [conn.sock], [], 5)[1]
+            conn.on_writable()
+    assert conn.state == CLOSED
+    assert any("file ended early" in r.getMessage() for r in caplog.records)
+    got = bytearray()
+    while chunk := client.recv(65536):
+        got += chunk
+    assert got.endswith(b"\r\n\r\n" + b"x" * 1000)
 
 
 HANDLER_OWNED = [("Content-Length", "999"), ("transfer-encoding", "chunked"), ("CONNECTION", "close"),

@@ -653,13 +653,16 @@ class Connection:
         or BlockingIOError when flush must stop here (the socket is full, or the connection
         was closed). TLSConnection overrides it: sendfile cannot encrypt."""
         while item.count:
-            sent = os.sendfile(self.fd, item.fd, item.offset, min(item.count, SENDFILE_CHUNK))
+            ask = min(item.count, SENDFILE_CHUNK)
+            sent = os.sendfile(self.fd, item.fd, item.offset, ask)
             if sent == 0:  # the file shrank under us: the response is broken
                 log.error("file ended early while sending; closing the connection")
                 self.close()
                 return False
             item.offset += sent
             item.count -= sent
+            if sent < ask:  # the socket is full: another call now would only
+                return False  # fail with EAGAIN (EPOLLOUT says when it has room)
         item.close()
         return True
 
