@@ -203,7 +203,9 @@ class Connection:
             self.worker.resume(self)
         pending = self.pending
         self.pending = None
-        if self.answered(req, resp, t0, bool(pending)) and pending:
+        # Answered as serve() answers (the head memo, one send), unless the class says not.
+        deliver = self.deliver if self.FUSED else self.answered
+        if deliver(req, resp, t0, bool(pending)) and pending:
             if self.out:
                 self.pending = pending
             else:
@@ -372,56 +374,67 @@ class Connection:
                 resp = error_response(500, "Internal Server Error")
             worker.busy_since = 0.0
             worker.current = None
-            body = resp.body
-            hit = None
-            if type(body) is bytes:
-                block = resp.block
-                if block is None:
-                    try:
-                        block = worker.header_block(resp.headers)
-                    except ResponseHeadError:
-                        block = None  # answered() refuses it, with its log line
-                if block is not None:
-                    key = (block, resp.status, len(body), req.method, req.version,
-                           req.keep_alive and not worker.stopping)
-                    hit = worker.heads.get(key) or memo_head(worker, key)
-            if hit is None:
-                if not self.answered(req, resp, t0, i < n):
-                    return
-            else:
-                head, mode, keep = hit
-                status = resp.status
-                worker.by_status[status // 100] += 1
-                if mode == HEAD_ONLY:
-                    size = 0
-                    data = head
-                else:
-                    size = len(body)
-                    data = head + body
-                if access is not None:
-                    access(self.client(req)[0] if self.trusted else self.addr, req, status, size,
-                           perf_counter() - t0 if t0 else 0.0)
-                if self.out or self.cork is not None:
-                    self.write(data)
-                else:  # write(), inlined: the common case
-                    try:
-                        sent = self.sock.send(data)
-                    except (BlockingIOError, InterruptedError):
-                        sent = 0
-                    except OSError:
-                        sent = -1
-                        self.close()
-                    if 0 <= sent < len(data):
-                        self.out.append(memoryview(data)[sent:])
-                worker.requests += 1
-                self.served += 1
-                if not keep:
-                    self.ends(i < n)
-                    return
+            if not self.deliver(req, resp, t0, i < n):
+                return
             if i < n and (self.out or self.state != OPEN):
                 if self.state == OPEN:  # the socket is full: the rest wait their turn
                     self.pending = deque(islice(reqs, i, None))
                 return
+
+    def deliver(self, req, resp: Response, t0: float, more: bool) -> bool:
+        """The fused path's answer, for serve() and the thread pool's finish(): a body of
+        bytes goes out with its remembered head in one send; anything else (not bytes, a
+        head the application got wrong) through answered(). False when the connection
+        takes no more requests, as answered()."""
+        worker = self.worker
+        body = resp.body
+        hit = None
+        if type(body) is bytes:
+            block = resp.block
+            if block is None:
+                try:
+                    block = worker.header_block(resp.headers)
+                except ResponseHeadError:
+                    block = None  # answered() refuses it, with its log line
+            if block is not None:
+                key = (block, resp.status, len(body), req.method, req.version,
+                       req.keep_alive and not worker.stopping)
+                hit = worker.heads.get(key) or memo_head(worker, key)
+        if hit is None:
+            return self.answered(req, resp, t0, more)
+        head, mode, keep = hit
+        status = resp.status
+        worker.by_status[status // 100] += 1
+        if mode == HEAD_ONLY:
+            size = 0
+            data = head
+        else:
+            size = len(body)
+            data = head + body
+        access = worker.access
+        if access is not None:
+            access(self.client(req)[0] if self.trusted else self.addr, req, status, size,
+                   perf_counter() - t0 if t0 else 0.0)
+        if self.out or self.cork is not None:
+            self.write(data)
+        else:  # write(), inlined: the common case
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = -1
+                self.close()
+            if 0 <= sent < len(data):
+                self.out.append(memoryview(data)[sent:])
+        worker.requests += 1
+        self.served += 1
+        if self.body is not None:  # a spooled body (through the pool; serve() has none)
+            self._drop_body()
+        if not keep:
+            self.ends(more)
+            return False
+        return self.state != CLOSED
 
     def handle(self, reqs) -> None:
         """Answer requests in order until one has to wait for the socket (or the pool)."""
@@ -462,11 +475,10 @@ class Connection:
 
     def call_handler(self, req) -> Response:
         """Run the handler for `req` (in a pool thread); never raises."""
-        handler = self.worker.handler
         try:
-            if getattr(handler, "wants_connection", False):
-                return handler(req, self)
-            return handler(req)
+            if self.with_conn:
+                return self.worker.handler(req, self)
+            return self.worker.handler(req)
         except Exception:
             log.exception("error handling %s %s", req.method, req.target)
             return error_response(500, "Internal Server Error")
