@@ -140,6 +140,27 @@ def test_pool_writes_the_eventfd_once_per_batch():
         pool.stop()
 
 
+def test_pool_threads_do_not_preempt_on_wake_up():
+    # SCHED_BATCH for the handler threads only (see pool.py): the loop thread, and so the
+    # process's other threads, keep the default policy.
+    pool = HandlerPool(2)
+    try:
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+        deadline = time.monotonic() + 10
+        while any(t.native_id is None for t in pool.threads):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while True:  # each thread sets its policy as it starts
+            policies = [os.sched_getscheduler(t.native_id) for t in pool.threads]
+            if policies == [os.SCHED_BATCH] * 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert policies == [os.SCHED_BATCH] * 2
+    finally:
+        pool.stop()
+
+
 # ---------------------------------------------------------------------- the real server
 
 def test_pool_answers_of_every_kind_in_order(serve):
