@@ -15,6 +15,7 @@ The rules it keeps:
   machinery: the head is core.response_head's, remembered by the worker (`heads`); the
   bookkeeping is the general path's. Anything else goes through answered() in its turn.
   `fused` turns it off per connection (a subclass whose socket needs more than send()).
+  Its answer-writing (`deliver`) also writes the thread pool's answers, in the loop thread.
 - After a protocol error the client gets its status with `Connection: close`; then the
   write side is shut and what the client still sends is read and dropped for a moment
   (lingering close), so that the answer is not destroyed by a reset.
