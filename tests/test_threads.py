@@ -140,7 +140,62 @@ def test_pool_writes_the_eventfd_once_per_batch():
         pool.stop()
 
 
+def test_pool_threads_do_not_preempt_on_wake_up():
+    # SCHED_BATCH for the handler threads only (see pool.py): the loop thread, and so the
+    # process's other threads, keep the default policy.
+    pool = HandlerPool(2)
+    try:
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+        deadline = time.monotonic() + 10
+        while any(t.native_id is None for t in pool.threads):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while True:  # each thread sets its policy as it starts
+            policies = [os.sched_getscheduler(t.native_id) for t in pool.threads]
+            if policies == [os.SCHED_BATCH] * 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert policies == [os.SCHED_BATCH] * 2
+    finally:
+        pool.stop()
+
+
 # ---------------------------------------------------------------------- the real server
+
+def test_pool_answers_of_every_kind_in_order(serve):
+    # The pool's answers go out as the fused path's (the head memo, one send) when their
+    # body is bytes, and through the general path otherwise: pipelined together, each
+    # comes back whole, in order, and the last one's Connection: close is kept.
+    srv = serve("--threads", "4", "--spool-threshold", "1024")
+    big = b"x" * 5000  # over the spool threshold: a temporary file, released after the answer
+    with srv.connect(timeout=15) as s:
+        # The body's second half is sent once the answers before it are back: it arrives
+        # after its head, so it is taken as it comes (spooled), not parsed whole.
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"GET /download HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"POST /digest HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big[:2000]))
+        buf = bytearray()
+        status, headers, body = read_response(s, buf=buf)
+        assert (status, body) == (200, b"Hello, World!")
+        status, headers, body = read_response(s, head_only=True, buf=buf)
+        assert (status, headers["content-length"], body) == (200, "13", b"")
+        status, headers, body = read_response(s, buf=buf)
+        assert status == 200 and "a file.txt" in headers["content-disposition"] and body
+        s.sendall(big[2000:] + b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"GET /users/3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        status, _, body = read_response(s, buf=buf)
+        assert status == 200 and json.loads(body)["size"] == len(big) and json.loads(body)["spooled"]
+        assert read_response(s, buf=buf)[0] == 500
+        status, headers, body = read_response(s, buf=buf)
+        assert status == 200 and json.loads(body)["id"] == 3 and headers["connection"] == "close"
+        assert not buf and s.recv(1) == b""
+    pid = worker_pid(srv)
+    spools = [fd for fd in os.listdir(f"/proc/{pid}/fd")
+              if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("(deleted)")]
+    assert not spools, "the spooled body's temporary file is still open"
+
 
 def test_pipelined_burst_under_threads_is_answered_in_order(serve):
     srv = serve("--threads", "4")

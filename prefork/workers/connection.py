@@ -15,6 +15,7 @@ The rules it keeps:
   machinery: the head is core.response_head's, remembered by the worker (`heads`); the
   bookkeeping is the general path's. Anything else goes through answered() in its turn.
   `fused` turns it off per connection (a subclass whose socket needs more than send()).
+  Its answer-writing (`deliver`) also writes the thread pool's answers, in the loop thread.
 - After a protocol error the client gets its status with `Connection: close`; then the
   write side is shut and what the client still sends is read and dropped for a moment
   (lingering close), so that the answer is not destroyed by a reset.
@@ -202,7 +203,9 @@ class Connection:
             self.worker.resume(self)
         pending = self.pending
         self.pending = None
-        if self.answered(req, resp, t0, bool(pending)) and pending:
+        # Answered as serve() answers (the head memo, one send), unless the class says not.
+        deliver = self.deliver if self.FUSED else self.answered
+        if deliver(req, resp, t0, bool(pending)) and pending:
             if self.out:
                 self.pending = pending
             else:
@@ -356,7 +359,6 @@ class Connection:
         that has to wait for the socket wait their turn in `pending`, as in handle()."""
         worker = self.worker
         handler = worker.handler
-        access = worker.access
         n = len(reqs)
         i = 0
         for req in reqs:
@@ -370,55 +372,66 @@ class Connection:
                 resp = error_response(500, "Internal Server Error")
             worker.busy_since = 0.0
             worker.current = None
-            body = resp.body
-            hit = None
-            if type(body) is bytes:
-                block = resp.block
-                if block is None:
-                    try:
-                        block = worker.header_block(resp.headers)
-                    except ResponseHeadError:
-                        block = None  # answered() refuses it, with its log line
-                if block is not None:
-                    key = (block, resp.status, len(body), req.method, req.version,
-                           req.keep_alive and not worker.stopping)
-                    hit = worker.heads.get(key) or memo_head(worker, key)
-            if hit is None:
-                if not self.answered(req, resp, worker.now, i < n):
-                    return
-            else:
-                head, mode, keep = hit
-                status = resp.status
-                worker.by_status[status // 100] += 1
-                if mode == HEAD_ONLY:
-                    size = 0
-                    data = head
-                else:
-                    size = len(body)
-                    data = head + body
-                if access is not None:  # timed from this loop pass (see logs.AccessLog)
-                    access.log(self, req, status, size, worker.now)
-                if self.out or self.cork is not None:
-                    self.write(data)
-                else:  # write(), inlined: the common case
-                    try:
-                        sent = self.sock.send(data)
-                    except (BlockingIOError, InterruptedError):
-                        sent = 0
-                    except OSError:
-                        sent = -1
-                        self.close()
-                    if 0 <= sent < len(data):
-                        self.out.append(memoryview(data)[sent:])
-                worker.requests += 1
-                self.served += 1
-                if not keep:
-                    self.ends(i < n)
-                    return
+            if not self.deliver(req, resp, worker.now, i < n):
+                return
             if i < n and (self.out or self.state != OPEN):
                 if self.state == OPEN:  # the socket is full: the rest wait their turn
                     self.pending = deque(islice(reqs, i, None))
                 return
+
+    def deliver(self, req, resp: Response, t0: float, more: bool) -> bool:
+        """The fused path's answer, for serve() and the thread pool's finish(): a body of
+        bytes goes out with its remembered head in one send; anything else (not bytes, a
+        head the application got wrong) through answered(). False when the connection
+        takes no more requests, as answered()."""
+        worker = self.worker
+        body = resp.body
+        hit = None
+        if type(body) is bytes:
+            block = resp.block
+            if block is None:
+                try:
+                    block = worker.header_block(resp.headers)
+                except ResponseHeadError:
+                    block = None  # answered() refuses it, with its log line
+            if block is not None:
+                key = (block, resp.status, len(body), req.method, req.version,
+                       req.keep_alive and not worker.stopping)
+                hit = worker.heads.get(key) or memo_head(worker, key)
+        if hit is None:
+            return self.answered(req, resp, t0, more)
+        head, mode, keep = hit
+        status = resp.status
+        worker.by_status[status // 100] += 1
+        if mode == HEAD_ONLY:
+            size = 0
+            data = head
+        else:
+            size = len(body)
+            data = head + body
+        access = worker.access
+        if access is not None:
+            access.log(self, req, status, size, t0)
+        if self.out or self.cork is not None:
+            self.write(data)
+        else:  # write(), inlined: the common case
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = -1
+                self.close()
+            if 0 <= sent < len(data):
+                self.out.append(memoryview(data)[sent:])
+        worker.requests += 1
+        self.served += 1
+        if self.body is not None:  # a spooled body (through the pool; serve() has none)
+            self._drop_body()
+        if not keep:
+            self.ends(more)
+            return False
+        return self.state != CLOSED
 
     def handle(self, reqs) -> None:
         """Answer requests in order until one has to wait for the socket (or the pool)."""
@@ -457,11 +470,10 @@ class Connection:
 
     def call_handler(self, req) -> Response:
         """Run the handler for `req` (in a pool thread); never raises."""
-        handler = self.worker.handler
         try:
-            if getattr(handler, "wants_connection", False):
-                return handler(req, self)
-            return handler(req)
+            if self.with_conn:
+                return self.worker.handler(req, self)
+            return self.worker.handler(req)
         except Exception:
             log.exception("error handling %s %s", req.method, req.target)
             return error_response(500, "Internal Server Error")
