@@ -449,8 +449,10 @@ class App:
 
     # ------------------------------------------------------------------ serving
 
-    def __call__(self, req, conn=None) -> _BaseResponse:
-        """The server's entry point: a parsed request in, a Response out."""
+    def dispatch(self, req, conn=None) -> _BaseResponse:
+        """The server's entry point (`__call__`): a parsed request in, a Response out.
+        This is the readable reference; `__call__` is its Cython twin when that is built
+        (prefork/apps/_app.pyx, which runs the common case and hands every other here)."""
         path = req.path
         if self.root_path:
             path = self._below_root(path)
@@ -489,7 +491,7 @@ class App:
         except Exception as exc:
             return self._exception(request, exc)
 
-    handle = __call__
+    __call__ = handle = dispatch  # the Cython twin's, when it is built (end of the module)
 
     def check_expect(self, req) -> Optional[_BaseResponse]:
         """Before `100 Continue`: None when the route takes the request, else its answer
@@ -594,3 +596,23 @@ def _allow(methods: Dict[str, Callable]) -> str:
     names.add("OPTIONS")
     return ", ".join(m for m in METHODS if m in names) + "".join(
         ", " + m for m in sorted(names) if m not in METHODS)
+
+
+# ---------------------------------------------------------------------- the twin
+
+# App.__call__ is the Cython twin of App.dispatch (prefork/apps/_app.pyx) unless it failed
+# to build or PREFORK_APP=python asks for the pure one; a difference between the two is a
+# bug (tests/test_app_twins.py). Imported last: it reads this module's names.
+def _cython_call() -> Optional[Callable]:
+    if os.environ.get("PREFORK_APP", "auto") == "python":
+        return None
+    try:
+        from prefork.apps import _app
+    except ImportError:
+        return None
+    return _app.call
+
+
+_call = _cython_call()
+if _call is not None:
+    App.__call__ = App.handle = _call
