@@ -47,18 +47,22 @@ HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 OCTETS = "application/octet-stream"
 
-# Content-Type → its serialized header block (header_block validates it once).
-_BLOCKS: Dict[str, str] = {}
+# Content-Type → (its fields, as a tuple that responses share until one of them asks for
+# its headers; its serialized header block, validated once by header_block, or None).
+TYPES_MAX = 256
+_TYPED: Dict[str, Tuple[Tuple[Tuple[str, str], ...], Optional[str]]] = {}
 
 
-def _block_for(content_type: str) -> Optional[str]:
-    block = _BLOCKS.get(content_type)
-    if block is None and len(_BLOCKS) < 256:
-        try:
-            block = _BLOCKS[content_type] = header_block([("Content-Type", content_type)])
-        except ValueError:  # left for the connection to refuse, with its log line
-            return None
-    return block
+def _typed(content_type: str) -> Tuple[Tuple[Tuple[str, str], ...], Optional[str]]:
+    fields = (("Content-Type", content_type),)
+    if len(_TYPED) >= TYPES_MAX:
+        return fields, None  # the connection serializes (and validates) it
+    try:
+        block = header_block(list(fields))
+    except ValueError:  # left for the connection to refuse, with its log line
+        block = None
+    _TYPED[content_type] = hit = (fields, block)
+    return hit
 
 
 class HTTPError(Exception):
@@ -83,7 +87,8 @@ class Response(_BaseResponse):
     `body` is bytes, str (UTF-8, text/plain by default), or an iterable of bytes/str,
     which is streamed (chunked on HTTP/1.1, close-delimited on HTTP/1.0). `headers` is a
     list of (name, value) or a dict. Reading `headers` (to change them) drops the cached
-    serialized head, so the connection validates the new list.
+    serialized head, so the connection validates the new list. Until then, a response with
+    only its Content-Type holds a tuple of fields shared with the others of its type.
     """
 
     __slots__ = ("_headers",)
@@ -114,11 +119,10 @@ class Response(_BaseResponse):
             content_type = OCTETS
         if headers is None:
             if content_type is None:
-                self._headers = []
+                self._headers = ()
                 self.block = ""
             else:
-                self._headers = [("Content-Type", content_type)]
-                self.block = _BLOCKS.get(content_type) or _block_for(content_type)
+                self._headers, self.block = _TYPED.get(content_type) or _typed(content_type)
         else:
             hdrs = list(headers.items()) if isinstance(headers, dict) else list(headers)
             if not any(name.lower() == "content-type" for name, _ in hdrs):
@@ -133,7 +137,10 @@ class Response(_BaseResponse):
     @property
     def headers(self) -> List[Tuple[str, str]]:
         self.block = None  # the caller may change the list
-        return self._headers
+        headers = self._headers
+        if type(headers) is tuple:  # shared with other responses of its type: copy it first
+            headers = self._headers = list(headers)
+        return headers
 
     @headers.setter
     def headers(self, value: List[Tuple[str, str]]) -> None:
