@@ -1,5 +1,6 @@
-"""Builds the optional Cython extensions prefork.http._parser, prefork.apps._wsgi and
-prefork._accesslog (the access log's combined line).
+"""Builds the optional Cython extensions prefork.http._parser, prefork.apps._wsgi,
+prefork.apps._app (App.__call__'s common case) and prefork._accesslog (the access log's
+combined line).
 
 Without a compiler (or without Cython) the install still succeeds and the pure-Python
 parser runs, with a warning at startup. PREFORK_REQUIRE_EXTENSION=1 turns a failed build
@@ -24,6 +25,7 @@ def extensions():
     exts = cythonize(
         [Extension("prefork.http._parser", ["prefork/http/_parser.pyx"], extra_compile_args=["-O2"]),
          Extension("prefork.apps._wsgi", ["prefork/apps/_wsgi.pyx"], extra_compile_args=["-O2"]),
+         Extension("prefork.apps._app", ["prefork/apps/_app.pyx"], extra_compile_args=["-O2"]),
          Extension("prefork._accesslog", ["prefork/_accesslog.pyx"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     )

@@ -16,6 +16,20 @@ from prefork.apps.response import FileBody, StreamBody
 pytestmark = pytest.mark.timeout(20)
 
 
+@pytest.fixture(autouse=True, params=["python", "cython"], ids=["py-app", "c-app"])
+def app_twin(request, monkeypatch):
+    """Every test here runs with both twins of App.__call__: App.dispatch (pure) and
+    prefork/apps/_app.pyx's call."""
+    if request.param == "python":
+        call = App.dispatch
+    else:
+        from test_app_twins import require_app_twin
+        call = require_app_twin()
+    monkeypatch.setattr(App, "__call__", call)
+    monkeypatch.setattr(App, "handle", call)
+    return request.param
+
+
 def parse(raw: bytes):
     p = RequestParser()
     reqs = p.feed(raw)

@@ -47,18 +47,22 @@ HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 OCTETS = "application/octet-stream"
 
-# Content-Type → its serialized header block (header_block validates it once).
-_BLOCKS: Dict[str, str] = {}
+# Content-Type → (its fields, as a tuple that responses share until one of them asks for
+# its headers; its serialized header block, validated once by header_block, or None).
+TYPES_MAX = 256
+_TYPED: Dict[str, Tuple[Tuple[Tuple[str, str], ...], Optional[str]]] = {}
 
 
-def _block_for(content_type: str) -> Optional[str]:
-    block = _BLOCKS.get(content_type)
-    if block is None and len(_BLOCKS) < 256:
-        try:
-            block = _BLOCKS[content_type] = header_block([("Content-Type", content_type)])
-        except ValueError:  # left for the connection to refuse, with its log line
-            return None
-    return block
+def _typed(content_type: str) -> Tuple[Tuple[Tuple[str, str], ...], Optional[str]]:
+    fields = (("Content-Type", content_type),)
+    if len(_TYPED) >= TYPES_MAX:
+        return fields, None  # the connection serializes (and validates) it
+    try:
+        block = header_block(list(fields))
+    except ValueError:  # left for the connection to refuse, with its log line
+        block = None
+    _TYPED[content_type] = hit = (fields, block)
+    return hit
 
 
 class HTTPError(Exception):
@@ -83,7 +87,8 @@ class Response(_BaseResponse):
     `body` is bytes, str (UTF-8, text/plain by default), or an iterable of bytes/str,
     which is streamed (chunked on HTTP/1.1, close-delimited on HTTP/1.0). `headers` is a
     list of (name, value) or a dict. Reading `headers` (to change them) drops the cached
-    serialized head, so the connection validates the new list.
+    serialized head, so the connection validates the new list. Until then, a response with
+    only its Content-Type holds a tuple of fields shared with the others of its type.
     """
 
     __slots__ = ("_headers",)
@@ -114,11 +119,10 @@ class Response(_BaseResponse):
             content_type = OCTETS
         if headers is None:
             if content_type is None:
-                self._headers = []
+                self._headers = ()
                 self.block = ""
             else:
-                self._headers = [("Content-Type", content_type)]
-                self.block = _BLOCKS.get(content_type) or _block_for(content_type)
+                self._headers, self.block = _TYPED.get(content_type) or _typed(content_type)
         else:
             hdrs = list(headers.items()) if isinstance(headers, dict) else list(headers)
             if not any(name.lower() == "content-type" for name, _ in hdrs):
@@ -133,7 +137,10 @@ class Response(_BaseResponse):
     @property
     def headers(self) -> List[Tuple[str, str]]:
         self.block = None  # the caller may change the list
-        return self._headers
+        headers = self._headers
+        if type(headers) is tuple:  # shared with other responses of its type: copy it first
+            headers = self._headers = list(headers)
+        return headers
 
     @headers.setter
     def headers(self, value: List[Tuple[str, str]]) -> None:
@@ -449,8 +456,10 @@ class App:
 
     # ------------------------------------------------------------------ serving
 
-    def __call__(self, req, conn=None) -> _BaseResponse:
-        """The server's entry point: a parsed request in, a Response out."""
+    def dispatch(self, req, conn=None) -> _BaseResponse:
+        """The server's entry point (`__call__`): a parsed request in, a Response out.
+        This is the readable reference; `__call__` is its Cython twin when that is built
+        (prefork/apps/_app.pyx, which runs the common case and hands every other here)."""
         path = req.path
         if self.root_path:
             path = self._below_root(path)
@@ -489,7 +498,7 @@ class App:
         except Exception as exc:
             return self._exception(request, exc)
 
-    handle = __call__
+    __call__ = handle = dispatch  # the Cython twin's, when it is built (end of the module)
 
     def check_expect(self, req) -> Optional[_BaseResponse]:
         """Before `100 Continue`: None when the route takes the request, else its answer
@@ -594,3 +603,23 @@ def _allow(methods: Dict[str, Callable]) -> str:
     names.add("OPTIONS")
     return ", ".join(m for m in METHODS if m in names) + "".join(
         ", " + m for m in sorted(names) if m not in METHODS)
+
+
+# ---------------------------------------------------------------------- the twin
+
+# App.__call__ is the Cython twin of App.dispatch (prefork/apps/_app.pyx) unless it failed
+# to build or PREFORK_APP=python asks for the pure one; a difference between the two is a
+# bug (tests/test_app_twins.py). Imported last: it reads this module's names.
+def _cython_call() -> Optional[Callable]:
+    if os.environ.get("PREFORK_APP", "auto") == "python":
+        return None
+    try:
+        from prefork.apps import _app
+    except ImportError:
+        return None
+    return _app.call
+
+
+_call = _cython_call()
+if _call is not None:
+    App.__call__ = App.handle = _call

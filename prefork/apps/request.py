@@ -121,6 +121,8 @@ class Request:
                  "_files")
 
     def __init__(self, req, conn=None, params: Optional[Dict[str, Any]] = None) -> None:
+        # prefork/apps/_app.pyx makes a Request without calling this (it sets these three
+        # slots itself, params=_EMPTY): keep the two alike.
         self._req = req  # the parser's Request
         self._conn = conn  # the Connection (client address, spooled body); None in tests
         self.params = params if params is not None else _EMPTY
