@@ -983,7 +983,7 @@ def main() -> int:
                     help="Markdown put after the targets: where the time goes for those not met "
                          "(written from profiles by hand; kept in the run's JSON)")
     ap.add_argument("--from-json", metavar="PATH", help="rewrite RESULTS.md and the chart from a saved "
-                    "bench/out/run_all.json, running nothing")
+                    "run's JSON (bench/out/run_all.json, or FILE.json beside a --results FILE.md), running nothing")
     ap.add_argument("--baseline", metavar="RUN.json", help="an earlier run's JSON (bench/out/run_all.json, or "
                     "one kept with --record-baseline): its pipelined rows are the baseline of the pipelined target")
     ap.add_argument("--pipelined-baseline", nargs="*", metavar="KIND=RPS",
@@ -1098,10 +1098,17 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     data["targets"] = targets(data["results"], data["scaling"], cython, data["baseline"])
-    with open(os.path.join(OUT, "run_all.json"), "w") as f:
+    # The run's JSON: bench/out/run_all.json for the default RESULTS.md, else beside the
+    # --results file (FILE.json), so that a side run does not overwrite the full run's.
+    if os.path.abspath(args.results) == os.path.join(BENCH, "RESULTS.md"):
+        saved = os.path.join(OUT, "run_all.json")
+    else:
+        saved = os.path.splitext(args.results)[0] + ".json"
+    with open(saved, "w") as f:
         json.dump({k: v for k, v in data.items()}, f, indent=1, default=str)
+    print(f"saved the run's figures in {os.path.relpath(saved)}")
     if args.record_baseline:
-        shutil.copyfile(os.path.join(OUT, "run_all.json"), args.record_baseline)
+        shutil.copyfile(saved, args.record_baseline)
         print(f"recorded this run as a baseline in {args.record_baseline}")
     png = chart(args.chart, data)
     write_results(args.results, data, png)
