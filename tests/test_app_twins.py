@@ -186,3 +186,15 @@ def test_app_call_is_the_cython_twin_unless_asked_otherwise():
     env = dict(os.environ, PREFORK_APP="python")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=20)
     assert out.stdout.strip() == "True", out.stderr
+
+
+@pytest.mark.parametrize("first", ["prefork.apps._app", "prefork.apps.app", "prefork"])
+def test_the_twin_is_installed_whichever_module_is_imported_first(first):
+    """The twin and app.py import each other: imported first, the twin used to find app.py's
+    import of it half made and fail (AttributeError: partially initialized module)."""
+    require_app_twin()
+    code = (f"import {first}\nimport prefork.apps._app as c\nfrom prefork.apps.app import App\n"
+            "print(App.__call__ is c.call and App.handle is c.call)")
+    env = {k: v for k, v in os.environ.items() if k != "PREFORK_APP"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=20)
+    assert out.stdout.strip() == "True", out.stderr

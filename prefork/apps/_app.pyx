@@ -63,3 +63,6 @@ def call(app, req, conn=None):
                 except Exception as exc:
                     return app._exception(request, exc)
     return _pure_call(app, req, conn)
+
+
+_pure._install(call)  # App.__call__ = call, unless PREFORK_APP=python (see app.py)

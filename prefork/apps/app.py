@@ -609,17 +609,16 @@ def _allow(methods: Dict[str, Callable]) -> str:
 
 # App.__call__ is the Cython twin of App.dispatch (prefork/apps/_app.pyx) unless it failed
 # to build or PREFORK_APP=python asks for the pure one; a difference between the two is a
-# bug (tests/test_app_twins.py). Imported last: it reads this module's names.
-def _cython_call() -> Optional[Callable]:
-    if os.environ.get("PREFORK_APP", "auto") == "python":
-        return None
-    try:
-        from prefork.apps import _app
-    except ImportError:
-        return None
-    return _app.call
+# bug (tests/test_app_twins.py). The twin reads this module's names, so it installs itself
+# through _install() once it is initialised, whichever of the two modules is imported first
+# (imported first, it imports this module, whose import of it below finds it half made).
+def _install(call: Callable) -> None:
+    """Called by prefork.apps._app at the end of its initialisation."""
+    if os.environ.get("PREFORK_APP", "auto") != "python":
+        App.__call__ = App.handle = call
 
 
-_call = _cython_call()
-if _call is not None:
-    App.__call__ = App.handle = _call
+try:
+    from prefork.apps import _app  # noqa: F401  (installs itself)
+except ImportError:
+    pass
