@@ -186,10 +186,7 @@ cdef class Combined:
                 host = conn.client(req)[0]
             else:
                 host = addr[0] if isinstance(addr, tuple) else ""
-            if type(host) is not tuple:
-                host = host or "-"
-            else:
-                host = host[0]
+            host = host or "-"
         else:
             host = addr[0] if type(addr) is tuple else (addr or "-")
         self._line(host, req, status, length, duration)
