@@ -1,5 +1,6 @@
 """Builds the optional Cython extensions prefork.http._parser, prefork.apps._wsgi,
-prefork.apps._app (App.__call__'s common case) and prefork._accesslog (the access log's
+prefork.apps._app (App.__call__'s common case), prefork.workers._conn (the connection's
+hot path) and prefork._accesslog (the access log's
 combined line).
 
 Without a compiler (or without Cython) the install still succeeds and the pure-Python
@@ -20,12 +21,13 @@ def extensions():
     except ImportError:
         if REQUIRED:
             raise
-        print("prefork-http: Cython is not available; the pure-Python parser, WSGI adapter and access log will be used")
+        print("prefork-http: Cython is not available; the pure-Python twins (parser, WSGI adapter, App dispatch, connection core, access log) will be used")
         return []
     exts = cythonize(
         [Extension("prefork.http._parser", ["prefork/http/_parser.pyx"], extra_compile_args=["-O2"]),
          Extension("prefork.apps._wsgi", ["prefork/apps/_wsgi.pyx"], extra_compile_args=["-O2"]),
          Extension("prefork.apps._app", ["prefork/apps/_app.pyx"], extra_compile_args=["-O2"]),
+         Extension("prefork.workers._conn", ["prefork/workers/_conn.pyx"], extra_compile_args=["-O2"]),
          Extension("prefork._accesslog", ["prefork/_accesslog.pyx"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     )

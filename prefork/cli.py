@@ -279,8 +279,9 @@ def build_argparser() -> argparse.ArgumentParser:
 
 
 def version_text() -> str:
-    """`prefork-http 1.2.3 (parser cython, wsgi cython, CPython 3.12.1)`: the parser and
-    the WSGI adapter auto would pick."""
+    """`prefork-http 1.2.3 (parser cython, wsgi cython, connection cython, CPython 3.12.1)`:
+    the parser and the WSGI adapter auto would pick, and the connection core the workers
+    use."""
     import platform
 
     from prefork.http import parser as parser_choice
@@ -295,7 +296,13 @@ def version_text() -> str:
         wsgi_name = wsgi_choice.name_of(wsgi_choice.handler_class("auto"))
     except Exception:  # noqa: BLE001
         wsgi_name = "unknown"
-    return (f"prefork-http {__version__} (parser {parser_name}, wsgi {wsgi_name}, "
+    try:
+        from prefork.workers import connection
+
+        conn_name = "cython" if connection.Connection is connection.CConnection else "python"
+    except Exception:  # noqa: BLE001
+        conn_name = "unknown"
+    return (f"prefork-http {__version__} (parser {parser_name}, wsgi {wsgi_name}, connection {conn_name}, "
             f"{platform.python_implementation()} {platform.python_version()})")
 
 

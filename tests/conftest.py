@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import queue
 import re
@@ -18,23 +19,33 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APPS = os.path.join(ROOT, "tests", "apps")  # applications the end-to-end tests serve
 REQUIRE_EXTENSION = os.environ.get("PREFORK_REQUIRE_EXTENSION", "") not in ("", "0")
 
-try:
-    from prefork.http import _parser as CPARSER
-except ImportError as exc:  # not built
-    CPARSER = None
-    C_IMPORT_ERROR = str(exc)
-else:
-    C_IMPORT_ERROR = ""
+def _import_twin(name: str):
+    """(the Cython twin's module, "") or (None, why it does not import)."""
+    try:
+        return importlib.import_module(name), ""
+    except ImportError as exc:  # not built
+        return None, str(exc)
+
+
+def require_built(module, name: str, error: str) -> None:
+    """The one rule for a missing Cython twin: a failure under PREFORK_REQUIRE_EXTENSION=1
+    (as in CI), else a skip that says why."""
+    if module is None:
+        if REQUIRE_EXTENSION:
+            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but {name} does not import: {error}")
+        pytest.skip(f"the Cython twin {name} is not built: {error}")
+
+
+CPARSER, C_IMPORT_ERROR = _import_twin("prefork.http._parser")
 CYTHON_BUILT = CPARSER is not None
+CWSGI, C_WSGI_IMPORT_ERROR = _import_twin("prefork.apps._wsgi")
+CAPP, C_APP_IMPORT_ERROR = _import_twin("prefork.apps._app")
+CCONN, C_CONN_IMPORT_ERROR = _import_twin("prefork.workers._conn")
 
 
 def require_cython() -> None:
-    """The one rule for a missing Cython twin: a failure under PREFORK_REQUIRE_EXTENSION=1
-    (as in CI), else a skip that says why."""
-    if CPARSER is None:
-        if REQUIRE_EXTENSION:
-            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but prefork.http._parser does not import: {C_IMPORT_ERROR}")
-        pytest.skip(f"the Cython twin is not built: {C_IMPORT_ERROR}")
+    require_built(CPARSER, "prefork.http._parser", C_IMPORT_ERROR)
+
 
 PARSERS = [
     pytest.param("python", id="py-parser"),
@@ -47,14 +58,6 @@ def require_parser(name: str) -> None:
         require_cython()
 
 
-try:
-    from prefork.apps import _wsgi as CWSGI
-except ImportError as exc:  # not built
-    CWSGI = None
-    C_WSGI_IMPORT_ERROR = str(exc)
-else:
-    C_WSGI_IMPORT_ERROR = ""
-
 # The WSGI adapter twins (prefork/apps/wsgi.py, prefork/apps/_wsgi.pyx), chosen in a server
 # by PREFORK_WSGI.
 WSGI_ADAPTERS = [
@@ -64,11 +67,25 @@ WSGI_ADAPTERS = [
 
 
 def require_wsgi(name: str) -> None:
-    """As require_cython, for the Cython WSGI adapter."""
-    if name == "cython" and CWSGI is None:
-        if REQUIRE_EXTENSION:
-            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but prefork.apps._wsgi does not import: {C_WSGI_IMPORT_ERROR}")
-        pytest.skip(f"the Cython WSGI adapter is not built: {C_WSGI_IMPORT_ERROR}")
+    if name == "cython":
+        require_built(CWSGI, "prefork.apps._wsgi", C_WSGI_IMPORT_ERROR)
+
+
+# The twins of the connection's hot path (prefork/workers/connection.py's PyCore and
+# prefork/workers/_conn.pyx), chosen in a server by PREFORK_CONN.
+CONNECTIONS = [
+    pytest.param("python", id="py-conn"),
+    pytest.param("cython", id="c-conn"),
+]
+
+
+def connection_class(name: str):
+    """The Connection class over the core `name` (a skip or failure when it is not built)."""
+    from prefork.workers import connection
+    if name == "cython":
+        require_built(CCONN, "prefork.workers._conn", C_CONN_IMPORT_ERROR)
+        return connection.CConnection
+    return connection.PyConnection
 
 
 class Server:
@@ -166,6 +183,11 @@ class Server:
 def parser_name(request):
     require_parser(request.param)
     return request.param
+
+
+@pytest.fixture(params=CONNECTIONS)
+def conn_class(request):
+    return connection_class(request.param)
 
 
 @pytest.fixture

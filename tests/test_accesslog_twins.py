@@ -10,7 +10,7 @@ from conftest import PARSERS, REQUIRE_EXTENSION, require_parser
 from prefork import logs
 from prefork.http import parser as parser_choice
 from prefork.proxy import FORWARDING_FIELDS, TrustedProxies, parse_networks
-from prefork.workers.connection import Connection
+from prefork.workers.connection import Connection, WorkerState
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -197,7 +197,7 @@ def connections():
     """Connections as the server makes them: addr, trusted (by --forwarded-allow-ips; a unix
     socket's peer always), the worker's TrustedProxies."""
 
-    class Worker:
+    class Worker(WorkerState):
         pass
 
     for allowed in ALLOWED:

@@ -12,28 +12,16 @@ import sys
 
 import pytest
 
-from conftest import REQUIRE_EXTENSION
+from conftest import C_APP_IMPORT_ERROR, CAPP, require_built
 from prefork import App, HTTPError, Response
 from prefork.apps.request import Request
 from prefork.http import _pyparser
 
 pytestmark = pytest.mark.timeout(30)
 
-try:
-    from prefork.apps import _app as CAPP
-except ImportError as exc:  # not built
-    CAPP = None
-    C_APP_IMPORT_ERROR = str(exc)
-else:
-    C_APP_IMPORT_ERROR = ""
-
-
 def require_app_twin():
     """The Cython twin's call, or a skip (a failure under PREFORK_REQUIRE_EXTENSION=1)."""
-    if CAPP is None:
-        if REQUIRE_EXTENSION:
-            pytest.fail(f"PREFORK_REQUIRE_EXTENSION=1 but prefork.apps._app does not import: {C_APP_IMPORT_ERROR}")
-        pytest.skip(f"the Cython App dispatch is not built: {C_APP_IMPORT_ERROR}")
+    require_built(CAPP, "prefork.apps._app", C_APP_IMPORT_ERROR)
     return CAPP.call
 
 

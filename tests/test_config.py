@@ -178,3 +178,4 @@ def test_version_names_parser_and_python():
     assert f"{platform.python_implementation()} {platform.python_version()}" in r.stdout
     assert "(parser cython," in r.stdout or "(parser python," in r.stdout
     assert " wsgi cython," in r.stdout or " wsgi python," in r.stdout
+    assert " connection cython," in r.stdout or " connection python," in r.stdout

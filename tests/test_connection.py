@@ -1,4 +1,5 @@
-"""The connection state machine in-process, over a socketpair, with both parsers."""
+"""The connection state machine in-process, over a socketpair, with both parsers and both
+cores of the connection (py-conn / c-conn)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,21 @@ import pytest
 
 from conftest import read_response
 from prefork.http import parser as parser_choice
-from prefork.workers.connection import CLOSED, Connection
+from prefork.workers.connection import CLOSED, WorkerState
 from prefork.proxy import TrustedProxies
 from prefork.apps.response import FileBody, Parts, Response, SharedFd, StreamBody
 
 pytestmark = pytest.mark.timeout(20)
 
 
-class FakeWorker:
+class FakeWorker(WorkerState):
     """The part of Worker a Connection uses; epoll registration is recorded, not done."""
 
     server_name = "prefork-http/test"
     date = "Thu, 01 Jan 2026 00:00:00 GMT"
-    access = None
 
     def __init__(self, module, handler):
+        self.access = None
         self.module = module
         self.header_block = module.header_block
         self.status_line = module.status_line
@@ -57,7 +58,7 @@ class FakeWorker:
 
 
 @pytest.fixture
-def pair(parser_name):
+def pair(parser_name, conn_class):
     module = parser_choice.load(parser_name)
     server_sock, client = socket.socketpair()
     server_sock.setblocking(False)
@@ -65,7 +66,7 @@ def pair(parser_name):
 
     def make(handler):
         worker = FakeWorker(module, handler)
-        return worker, Connection(worker, server_sock, ("127.0.0.1", 1234)), client
+        return worker, conn_class(worker, server_sock, ("127.0.0.1", 1234)), client
 
     yield make
     client.close()
@@ -242,7 +243,7 @@ HANDLER_OWNED = [("Content-Length", "999"), ("transfer-encoding", "chunked"), ("
                  ("Proxy-Connection", "keep-alive"), ("content-length", "0")]
 
 
-def test_no_response_carries_two_framings(parser_name, tmp_path):
+def test_no_response_carries_two_framings(parser_name, conn_class, tmp_path):
     """Every body kind × status × method × version, with a handler that sets every framing
     and hop-by-hop field: the head has at most one Content-Length, at most one
     Transfer-Encoding (chunked), never both, one Connection at most (the server's), and
@@ -269,7 +270,7 @@ def test_no_response_carries_two_framings(parser_name, tmp_path):
                     server_sock.setblocking(False)
                     client.settimeout(5)
                     resp = Response(status, [("X-Ok", "1")] + HANDLER_OWNED, body)
-                    conn = Connection(FakeWorker(module, lambda req, resp=resp: resp), server_sock, ("127.0.0.1", 1))
+                    conn = conn_class(FakeWorker(module, lambda req, resp=resp: resp), server_sock, ("127.0.0.1", 1))
                     client.sendall(f"{method} / {request_line}\r\nHost: t\r\n{extra}\r\n".encode())
                     conn.on_readable()
                     head = bytearray()

@@ -41,9 +41,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import connection_class
 from prefork import App, Response
 from prefork.http import parser as parser_choice
-from prefork.workers.connection import CLOSED, CORK_MAX, LINGER, RECV_SIZE, Connection
+from prefork.workers.connection import CLOSED, CORK_MAX, LINGER, RECV_SIZE, Connection, WorkerState
 from prefork.proxy import TrustedProxies, parse_networks
 from prefork.apps.static import StaticFiles
 
@@ -152,13 +153,13 @@ class StaticRecording(Recording):
         return None
 
 
-class FuzzWorker:
+class FuzzWorker(WorkerState):
     """The part of Worker a Connection uses, with a real epoll."""
 
     server_name = "prefork-http/fuzz"
-    access = None
 
     def __init__(self, module, handler, limits, spool_threshold, proxy_protocol, trusted):
+        self.access = None
         self.module = module
         self.header_block = module.header_block
         self.status_line = module.status_line
@@ -362,7 +363,7 @@ def check_bounds(conn: Connection, limits: dict) -> None:
 
 def run_scenario(parser: str, proxy: int, limits: dict, spool: int, sndbuf: int, static: bool,
                  pieces: list, reads: list, shut: bool, timeout: bool, drain: bool, folder: str,
-                 fused: bool = True, transcript: list | None = None) -> None:
+                 fused: bool = True, transcript: list | None = None, conn_class=Connection) -> None:
     """Drive one Connection through the scenario; fails (AssertionError) on a broken
     invariant, and lets any exception from the connection propagate. `fused` False keeps
     the connection off its fused path (serve); `transcript`, when given, receives what
@@ -395,7 +396,7 @@ def run_scenario(parser: str, proxy: int, limits: dict, spool: int, sndbuf: int,
                 if sndbuf:
                     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
                     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
-                conn = Connection(worker, server, ("127.0.0.1", 40000))
+                conn = conn_class(worker, server, ("127.0.0.1", 40000))
                 conn.fused = conn.fused and fused
                 if transcript is not None:
                     worker.access = Transcribed(transcript)
@@ -631,17 +632,17 @@ def site(tmp_path_factory):
 
 
 @pytest.mark.timeout(int(os.environ.get("PREFORK_FUZZ_TIMEOUT", "60")))
-def test_connection_state_machine(parser_name, site):
+def test_connection_state_machine(parser_name, conn_class, site):
     @FUZZ
     @given(sc=scenario(parser_name))
     def prop(sc):
-        run_scenario(folder=site, **sc)
+        run_scenario(folder=site, conn_class=conn_class, **sc)
 
     prop()
 
 
 @pytest.mark.timeout(int(os.environ.get("PREFORK_FUZZ_TIMEOUT", "60")))
-def test_fused_path_answers_as_the_general_path_does(parser_name, site):
+def test_fused_path_answers_as_the_general_path_does(parser_name, conn_class, site):
     """The fused path (Connection.serve) is a shortcut, not a second set of rules: for any
     scenario, the client reads the same bytes, the access log gets the same calls, the
     worker counts the same answers and the connection ends in the same state as through
@@ -650,19 +651,38 @@ def test_fused_path_answers_as_the_general_path_does(parser_name, site):
     @given(sc=scenario(parser_name))
     def prop(sc):
         fused, general = [], []
-        run_scenario(folder=site, fused=True, transcript=fused, **sc)
-        run_scenario(folder=site, fused=False, transcript=general, **sc)
+        run_scenario(folder=site, fused=True, transcript=fused, conn_class=conn_class, **sc)
+        run_scenario(folder=site, fused=False, transcript=general, conn_class=conn_class, **sc)
         assert fused == general
 
     prop()
 
 
-def test_scenarios_reach_the_interesting_states(parser_name, site):
+@pytest.mark.timeout(int(os.environ.get("PREFORK_FUZZ_TIMEOUT", "60")))
+def test_the_connection_twins_answer_alike(parser_name, site):
+    """The Cython core of the connection (prefork/workers/_conn.pyx) is the pure one's twin:
+    for any scenario, on the fused path and off it, the client reads the same bytes, the
+    access log gets the same calls, the worker counts the same answers and the connection
+    ends in the same state."""
+    py, c = connection_class("python"), connection_class("cython")
+
+    @FUZZ
+    @given(sc=scenario(parser_name), fused=st.booleans())
+    def prop(sc, fused):
+        pure, twin = [], []
+        run_scenario(folder=site, fused=fused, transcript=pure, conn_class=py, **sc)
+        run_scenario(folder=site, fused=fused, transcript=twin, conn_class=c, **sc)
+        assert pure == twin
+
+    prop()
+
+
+def test_scenarios_reach_the_interesting_states(parser_name, conn_class, site):
     """A few fixed scenarios, so that the property is known to see what it is about:
     a pipelined burst to a client that never reads, spooled chunked bodies, a PROXY
     header, a refused Expect, a protocol error after pipelined requests, a timeout."""
     base = dict(parser=parser_name, proxy=0, limits={}, spool=64, sndbuf=4096, static=False,
-                reads=[-1], shut=False, timeout=False, drain=True, folder=site)
+                reads=[-1], shut=False, timeout=False, drain=True, folder=site, conn_class=conn_class)
     get = b"GET /s/big.bin HTTP/1.1\r\nHost: a\r\n\r\n"
     run_scenario(**dict(base, pieces=[get * 200], reads=[0], drain=False))
     run_scenario(**dict(base, pieces=[get * 3, b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n"], reads=[0]))

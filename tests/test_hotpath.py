@@ -20,7 +20,7 @@ from prefork.config import Config, parse_bind
 from prefork.http import parser as parser_choice
 from prefork.proxy import TrustedProxies
 from prefork.sockets import open_listeners
-from prefork.workers.connection import CLOSED, CORK_MAX, Connection
+from prefork.workers.connection import CLOSED, CORK_MAX
 from prefork.workers.epoll import EPOLLEXCLUSIVE, Worker
 from test_connection import FakeWorker
 
@@ -45,7 +45,7 @@ class CountingSocket:
 
 
 @pytest.fixture
-def counted(parser_name):
+def counted(parser_name, conn_class):
     """counted(handler, fused=True) → (worker, conn, client, sock): a Connection over a
     socketpair whose sends are counted."""
     module = parser_choice.load(parser_name)
@@ -58,7 +58,7 @@ def counted(parser_name):
         made.extend((server, client))
         sock = CountingSocket(server)
         worker = FakeWorker(module, handler)
-        conn = Connection(worker, sock, ("127.0.0.1", 1234))
+        conn = conn_class(worker, sock, ("127.0.0.1", 1234))
         conn.fused = conn.fused and fused
         return worker, conn, client, sock
 

@@ -13,6 +13,7 @@ import pytest
 from prefork.apps.response import FileBody
 from prefork.http import _pyparser
 from prefork.proxy import TrustedProxies, parse_networks
+from prefork.workers.connection import WorkerState
 from prefork.workers.tls import READY, TLSConnection
 
 pytestmark = pytest.mark.timeout(30)
@@ -65,17 +66,17 @@ class ScriptedTLS:
         pass
 
 
-class Worker:
+class Worker(WorkerState):
     server_name = "prefork-http/test"
-    access = None
     date_block = "Server: t\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
     header_block = staticmethod(_pyparser.header_block)
     status_line = staticmethod(_pyparser.status_line)
     proxy_protocol = False
-    stopping = False
     tls_server_cert = None
 
     def __init__(self, handler) -> None:
+        self.access = None
+        self.stopping = False
         self.handler = handler
         self.trusted = TrustedProxies(parse_networks("127.0.0.1"))
         self.now = 0.0

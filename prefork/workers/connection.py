@@ -78,19 +78,35 @@ class InsufficientStorage(ParseError):
 OPEN, CLOSING, LINGER, CLOSED = range(4)
 
 
-class Connection:
+# The connection's state that its hot path (on_readable → serve → deliver) reads and
+# writes: the slots of the pure core (PyCore), the C fields of the Cython one.
+CORE_SLOTS = (
+    "worker", "sock", "fd", "parser", "out", "pending", "state", "last_active", "writing",
+    "busy", "body", "spooled", "spool_req", "proxy", "head_started", "fused", "with_conn",
+    "cork", "served",
+)
+# The worker's state that the hot path reads and writes (WorkerState).
+WORKER_SLOTS = (
+    "now", "busy_since", "current", "handler", "heads", "access", "by_status", "stopping", "requests",
+)
+# The rest of a connection's state.
+SLOTS = (
+    "addr", "linger_on_close", "spool", "spool_size", "continued", "local", "trusted", "held",
+    "corked",
+)
+
+
+class ConnectionBase:
+    """Everything of a connection but its hot path: Connection is this over one of the two
+    twins of that path, PyCore (pure) or prefork.workers._conn.ConnectionCore (Cython)."""
+
     scheme = "http"  # of a request that no trusted proxy speaks for; TLSConnection: https
     tls = None  # prefork.tls.TLSInfo on a TLS connection
 
-    __slots__ = (
-        "worker", "sock", "fd", "addr", "parser", "out", "pending", "state",
-        "last_active", "writing", "linger_on_close", "served",
-        "busy", "body", "spooled", "spool_req", "spool", "spool_size", "continued", "local",
-        "head_started", "proxy", "trusted", "held", "fused", "with_conn", "cork", "corked",
-    )
+    __slots__ = ()
 
     # The fused path (serve) for this class of connection; a subclass whose socket needs
-    # more than send() (TLS) sets it False, or overrides serve().
+    # more than send() (TLS) sets it False.
     FUSED = True
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
@@ -130,55 +146,6 @@ class Connection:
         self.corked = 0  # their bytes
 
     # ------------------------------------------------------------------ events
-
-    def on_readable(self) -> None:
-        if self.busy:
-            self.hold()
-            return
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.close()
-            return
-        self.last_active = self.worker.now
-        if self.state != OPEN:  # lingering, or closing after an answer: drop input
-            if not data:
-                self.close()
-            return
-        if not data:  # the client closed its side: finish what it asked for, then close
-            if self.out or self.pending:
-                self.state = CLOSING
-            else:
-                self.close()
-            return
-        if self.proxy is not None:
-            data = self.proxy_header(data)
-            if not data:
-                return
-        parser = self.parser
-        reqs = parser.feed(data)
-        if parser.buffered and parser.pending is None:
-            if not self.head_started:
-                self.head_started = self.worker.now
-        else:
-            self.head_started = 0.0
-        if parser.pending is not None or self.spool_req is not None:
-            self.collect_body(reqs)
-            if self.state == CLOSED:
-                return
-        if reqs:
-            if self.pending is not None or self.out:
-                self.pending.extend(reqs)
-            elif len(reqs) == 1 and self.fused and not self.spooled:
-                self.serve(reqs)  # the common case: one request, answered by the fused path
-            else:
-                self.answer(reqs)
-        if parser.error is not None and self.state == OPEN and self.pending is None:
-            self.reject(parser.error)
-        if self.out or self.writing or self.state != OPEN or parser.pending is not None:
-            self.after_write()  # (else it has nothing to do: read on)
 
     def on_writable(self) -> None:
         self.last_active = self.worker.now
@@ -347,91 +314,6 @@ class Connection:
         finally:
             self.uncork()
             self.cork = None
-
-    def serve(self, reqs) -> None:
-        """The fused path: handler → head and body as bytes → write, for answers whose body
-        is bytes. The head is core.response_head's, remembered by the worker (`heads`, by
-        block, status, length, method, version and keep-alive): the rules are the core's,
-        this skips only their cost. The bookkeeping is handle()'s and answered()'s: the
-        hang watch (current, busy_since), status counters, access log, request counts, and
-        the keep/close/linger decision. An answer it does not take (not bytes, a head the
-        application got wrong) goes through answered(), in its turn; the requests after one
-        that has to wait for the socket wait their turn in `pending`, as in handle()."""
-        worker = self.worker
-        handler = worker.handler
-        n = len(reqs)
-        i = 0
-        for req in reqs:
-            i += 1
-            worker.current = req
-            worker.busy_since = worker.now
-            try:
-                resp = handler(req, self) if self.with_conn else handler(req)
-            except Exception:
-                log.exception("error handling %s %s", req.method, req.target)
-                resp = error_response(500, "Internal Server Error")
-            worker.busy_since = 0.0
-            worker.current = None
-            if not self.deliver(req, resp, worker.now, i < n):
-                return
-            if i < n and (self.out or self.state != OPEN):
-                if self.state == OPEN:  # the socket is full: the rest wait their turn
-                    self.pending = deque(islice(reqs, i, None))
-                return
-
-    def deliver(self, req, resp: Response, t0: float, more: bool) -> bool:
-        """The fused path's answer, for serve() and the thread pool's finish(): a body of
-        bytes goes out with its remembered head in one send; anything else (not bytes, a
-        head the application got wrong) through answered(). False when the connection
-        takes no more requests, as answered()."""
-        worker = self.worker
-        body = resp.body
-        hit = None
-        if type(body) is bytes:
-            block = resp.block
-            if block is None:
-                try:
-                    block = worker.header_block(resp.headers)
-                except ResponseHeadError:
-                    block = None  # answered() refuses it, with its log line
-            if block is not None:
-                key = (block, resp.status, len(body), req.method, req.version,
-                       req.keep_alive and not worker.stopping)
-                hit = worker.heads.get(key) or memo_head(worker, key)
-        if hit is None:
-            return self.answered(req, resp, t0, more)
-        head, mode, keep = hit
-        status = resp.status
-        worker.by_status[status // 100] += 1
-        if mode == HEAD_ONLY:
-            size = 0
-            data = head
-        else:
-            size = len(body)
-            data = head + body
-        access = worker.access
-        if access is not None:
-            access.log(self, req, status, size, t0)
-        if self.out or self.cork is not None:
-            self.write(data)
-        else:  # write(), inlined: the common case
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = -1
-                self.close()
-            if 0 <= sent < len(data):
-                self.out.append(memoryview(data)[sent:])
-        worker.requests += 1
-        self.served += 1
-        if self.body is not None:  # a spooled body (through the pool; serve() has none)
-            self._drop_body()
-        if not keep:
-            self.ends(more)
-            return False
-        return self.state != CLOSED
 
     def handle(self, reqs) -> None:
         """Answer requests in order until one has to wait for the socket (or the pool)."""
@@ -845,6 +727,148 @@ class Connection:
                 pass
 
 
+class PyCore:
+    """The connection's hot path, pure twin: prefork.workers._conn.ConnectionCore is the
+    Cython one, and a difference between them is a bug (the connection tests run on both,
+    ids py-conn / c-conn; tests/test_conn_twins.py compares them)."""
+
+    __slots__ = CORE_SLOTS
+
+    def on_readable(self) -> None:
+        if self.busy:
+            self.hold()
+            return
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        self.last_active = self.worker.now
+        if self.state != OPEN:  # lingering, or closing after an answer: drop input
+            if not data:
+                self.close()
+            return
+        if not data:  # the client closed its side: finish what it asked for, then close
+            if self.out or self.pending:
+                self.state = CLOSING
+            else:
+                self.close()
+            return
+        if self.proxy is not None:
+            data = self.proxy_header(data)
+            if not data:
+                return
+        parser = self.parser
+        reqs = parser.feed(data)
+        if parser.buffered and parser.pending is None:
+            if not self.head_started:
+                self.head_started = self.worker.now
+        else:
+            self.head_started = 0.0
+        if parser.pending is not None or self.spool_req is not None:
+            self.collect_body(reqs)
+            if self.state == CLOSED:
+                return
+        if reqs:
+            if self.pending is not None or self.out:
+                self.pending.extend(reqs)
+            elif len(reqs) == 1 and self.fused and not self.spooled:
+                self.serve(reqs)  # the common case: one request, answered by the fused path
+            else:
+                self.answer(reqs)
+        if parser.error is not None and self.state == OPEN and self.pending is None:
+            self.reject(parser.error)
+        if self.out or self.writing or self.state != OPEN or parser.pending is not None:
+            self.after_write()  # (else it has nothing to do: read on)
+
+    def serve(self, reqs) -> None:
+        """The fused path: handler → head and body as bytes → write, for answers whose body
+        is bytes. The head is core.response_head's, remembered by the worker (`heads`, by
+        block, status, length, method, version and keep-alive): the rules are the core's,
+        this skips only their cost. The bookkeeping is handle()'s and answered()'s: the
+        hang watch (current, busy_since), status counters, access log, request counts, and
+        the keep/close/linger decision. An answer it does not take (not bytes, a head the
+        application got wrong) goes through answered(), in its turn; the requests after one
+        that has to wait for the socket wait their turn in `pending`, as in handle()."""
+        worker = self.worker
+        handler = worker.handler
+        n = len(reqs)
+        i = 0
+        for req in reqs:
+            i += 1
+            worker.current = req
+            worker.busy_since = worker.now
+            try:
+                resp = handler(req, self) if self.with_conn else handler(req)
+            except Exception:
+                log.exception("error handling %s %s", req.method, req.target)
+                resp = error_response(500, "Internal Server Error")
+            worker.busy_since = 0.0
+            worker.current = None
+            if not self.deliver(req, resp, worker.now, i < n):
+                return
+            if i < n and (self.out or self.state != OPEN):
+                if self.state == OPEN:  # the socket is full: the rest wait their turn
+                    self.pending = deque(islice(reqs, i, None))
+                return
+
+    def deliver(self, req, resp: Response, t0: float, more: bool) -> bool:
+        """The fused path's answer, for serve() and the thread pool's finish(): a body of
+        bytes goes out with its remembered head in one send; anything else (not bytes, a
+        head the application got wrong) through answered(). False when the connection
+        takes no more requests, as answered()."""
+        worker = self.worker
+        body = resp.body
+        hit = None
+        if type(body) is bytes:
+            block = resp.block
+            if block is None:
+                try:
+                    block = worker.header_block(resp.headers)
+                except ResponseHeadError:
+                    block = None  # answered() refuses it, with its log line
+            if block is not None:
+                key = (block, resp.status, len(body), req.method, req.version,
+                       req.keep_alive and not worker.stopping)
+                hit = worker.heads.get(key) or memo_head(worker, key)
+        if hit is None:
+            return self.answered(req, resp, t0, more)
+        head, mode, keep = hit
+        status = resp.status
+        worker.by_status[status // 100] += 1
+        if mode == HEAD_ONLY:
+            size = 0
+            data = head
+        else:
+            size = len(body)
+            data = head + body
+        access = worker.access
+        if access is not None:
+            access.log(self, req, status, size, t0)
+        if self.out or self.cork is not None:
+            self.write(data)
+        else:  # write(), inlined: the common case
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = -1
+                self.close()
+            if 0 <= sent < len(data):
+                self.out.append(memoryview(data)[sent:])
+        worker.requests += 1
+        self.served += 1
+        if self.body is not None:  # a spooled body (through the pool; serve() has none)
+            self._drop_body()
+        if not keep:
+            self.ends(more)
+            return False
+        return self.state != CLOSED
+
+
 def memo_head(worker, key: tuple):
     """core.response_head for `key` (block, status, length, method, version, keep), kept
     in the worker's memo while it has room; None when the status is not one
@@ -859,6 +883,44 @@ def memo_head(worker, key: tuple):
     if len(heads) < HEADS_MAX:
         heads[key] = hit
     return hit
+
+
+class PyConnection(ConnectionBase, PyCore):
+    """A connection over the pure core."""
+    __slots__ = SLOTS
+
+
+class PyWorkerState:
+    """The worker's state that the connections' hot path reads and writes (WORKER_SLOTS):
+    plain attributes here; C fields in the Cython twin, prefork.workers._conn.WorkerState,
+    which the Cython core needs."""
+    __slots__ = ()
+
+
+CConnection = None  # a connection over the Cython core, when it is built
+WorkerState = PyWorkerState  # the base of a worker (the epoll Worker, the tests' fakes)
+try:
+    from prefork.workers import _conn
+except ImportError:  # not built: the pure core serves
+    _conn = None
+else:
+    assert _conn.CORE_SLOTS == CORE_SLOTS and _conn.WORKER_SLOTS == WORKER_SLOTS and (_conn.OPEN, _conn.CLOSING, _conn.CLOSED) == (OPEN, CLOSING, CLOSED)
+    _conn.configure(memo_head)
+    WorkerState = _conn.WorkerState  # either core works with it
+
+    class CConnection(ConnectionBase, _conn.ConnectionCore):
+        """A connection over the Cython core."""
+        __slots__ = SLOTS
+
+
+def cython_available() -> bool:
+    return CConnection is not None
+
+
+# The connection the workers make: over the Cython core unless it failed to build or
+# PREFORK_CONN=python asks for the pure one.
+Connection = CConnection if CConnection is not None and os.environ.get("PREFORK_CONN", "auto") != "python" \
+    else PyConnection
 
 
 def _release(thing) -> None:

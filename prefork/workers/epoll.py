@@ -38,7 +38,7 @@ from prefork import __version__
 from prefork.http import parser as parser_choice
 from prefork.config import Config
 from prefork.http.core import expired
-from prefork.workers.connection import CLOSED, LINGER, OPEN, Connection, _peer
+from prefork.workers.connection import CLOSED, LINGER, OPEN, Connection, WorkerState, _peer
 from prefork.logs import AccessLog, FloodFilter, error_log_dropped, open_access_log, reset_error_log_count
 from prefork.proxy import TrustedProxies, parse_networks
 from prefork.workers.accept import (  # noqa: F401 - the constants are re-exported
@@ -73,9 +73,10 @@ ACCESS_IDLE = 0.05  # seconds without events after which waiting access-log line
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 READ = select.EPOLLIN | select.EPOLLRDHUP
 WRITE = select.EPOLLOUT
+BROKEN = select.EPOLLERR | select.EPOLLHUP  # for a connection that waits to write: its on_writable finds out
 
 
-class Worker:
+class Worker(WorkerState):
     def __init__(self, cfg: Config, listeners: List[Listener], status_fd: int, index: int,
                  handler: Optional[Callable] = None) -> None:
         self.cfg = cfg
@@ -280,7 +281,7 @@ class Worker:
             for fd, ev in events:
                 conn = conns.get(fd)
                 if conn is not None:
-                    if ev & WRITE or conn.writing and ev & (select.EPOLLERR | select.EPOLLHUP):
+                    if ev & WRITE or ev & BROKEN and conn.writing:
                         conn.on_writable()
                     else:
                         conn.on_readable()
