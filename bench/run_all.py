@@ -7,6 +7,7 @@
     python bench/run_all.py --only asgi      # groups: app, asgi, static, issue12, issue13
     python bench/run_all.py --only hello-pipelined --record-baseline bench/out/baseline.json
     python bench/run_all.py --baseline bench/out/baseline.json    # the pipelined target vs that run
+    python bench/run_all.py --only hello --rounds 3    # medians of 3 interleaved rounds
 
 Workloads: hello (GET /, 13 bytes), 10 pipelined hellos per write (wrk + pipeline.lua), JSON
 echo (POST /echo, a 0.4 KiB document parsed and serialized back), static files of 1 KiB,
@@ -43,6 +44,7 @@ import http.client
 import json
 import os
 import shutil
+import statistics
 import socket
 import subprocess
 import sys
@@ -451,6 +453,30 @@ def run_setup(setup: Setup, workloads, ctx: dict, args, results: list, memory: d
             server.stop()
 
 
+def medians(runs: list) -> list:
+    """One row per server, workload, mode and worker count: the median of its rounds' req/s,
+    server CPU per request, client CPU and latency percentiles, each taken on its own; the
+    rounds' own figures are kept in `rounds`. One round: the rows as they are."""
+    groups: Dict[tuple, list] = {}
+    for r in runs:
+        groups.setdefault((r["server"], r["workload"], r["mode"], r["workers"]), []).append(r)
+    out = []
+    for rows in groups.values():
+        if len(rows) == 1:
+            out.append(rows[0])
+            continue
+        row = dict(sorted(rows, key=lambda r: r["rps"])[len(rows) // 2])  # its latency text, command
+        for key in ("rps", "server_us", "client_cpu", "p50", "p99"):
+            values = [r[key] for r in rows if r.get(key) is not None]
+            if len(values) == len(rows):
+                row[key] = statistics.median(values)
+        row["errors"] = "; ".join(r["errors"] for r in rows if r["errors"])
+        row["non2xx"] = sum(r["non2xx"] for r in rows)
+        row["rounds"] = [{"rps": r["rps"], "server_us": r.get("server_us")} for r in rows]
+        out.append(row)
+    return out
+
+
 def _leave_out(ctx: dict, what: str, why: str) -> None:
     why = " ".join(why.split())[:400]
     print(f"note: {what} left out: {why}", file=sys.stderr, flush=True)
@@ -764,7 +790,9 @@ def write_results(path: str, data: dict, chart: Optional[str]) -> None:
     w("")
     w(f"Method: one worker per server; the server is pinned to core {SERVER_CPU} (`taskset -c {SERVER_CPU}`) and "
       f"wrk to core {WRK_CPU} (`wrk -t1 -c{CONNECTIONS} -d{data['duration']}s --latency`, after a 1 s warm-up). "
-      "Every server's answer is checked once before its runs. One run, servers one after the other; ratios "
+      "Every server's answer is checked once before its runs. One run, servers one after the other"
+      + (f", {data['rounds']} times over (interleaved rounds: every server, then every server again); each "
+         "figure is the median of its rounds" if data.get("rounds", 1) > 1 else "") + "; ratios "
       "are between figures of this run only (the pipelined target compares with a baseline run: "
       + (", ".join(f"{k} {v:,.0f} req/s" for k, v in sorted((data.get("baseline") or {}).items())) or "none given")
       + "). bjoern is one process (no workers); uWSGI runs `--http11-socket` (its keep-alive HTTP "
@@ -970,6 +998,9 @@ def chart(path: str, data: dict) -> Optional[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every server and workload this many times, in interleaved rounds (all "
+                         "servers, then all again), and report each row's medians (default 1)")
     ap.add_argument("--quick", action="store_true", help="2 s per run: a smoke run of the whole pipeline")
     ap.add_argument("--only", nargs="*", choices=list(WORKLOADS) + list(GROUPS),
                     help="run only these workloads (or groups: %s)" % ", ".join(GROUPS))
@@ -1063,21 +1094,28 @@ def main() -> int:
             "note": args.note, "analysis": open(args.analysis).read() if args.analysis else "", "left_out": [], "baseline": baseline_from(args), "results": [], "scaling": [], "memory": {}, "commands": [], "profiles": [],
             "argv": " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])}
     ctx["left_out"] = data["left_out"]
+    data["rounds"] = max(1, args.rounds)
     started = time.monotonic()
     try:
-        for setup in SETUPS:
-            if args.servers and not any(setup.name.startswith(s) for s in args.servers):
-                continue
-            workloads = [wl for wl in setup.workloads if not args.only or wl in args.only]
-            if not workloads:
-                continue
-            why = setup.why_not(cython)
-            if why:
-                print(f"note: {setup.name} left out: {why}", file=sys.stderr)
-                data["left_out"].append(f"{setup.name}: {why}")
-                continue
-            print(f"{setup.name}:", flush=True)
-            run_setup(setup, workloads, ctx, args, data["results"], data["memory"], data["commands"])
+        runs: list = []
+        for rnd in range(data["rounds"]):
+            if data["rounds"] > 1:
+                print(f"round {rnd + 1} of {data['rounds']}:", flush=True)
+            for setup in SETUPS:
+                if args.servers and not any(setup.name.startswith(s) for s in args.servers):
+                    continue
+                workloads = [wl for wl in setup.workloads if not args.only or wl in args.only]
+                if not workloads:
+                    continue
+                why = setup.why_not(cython)
+                if why:
+                    if rnd == 0:
+                        print(f"note: {setup.name} left out: {why}", file=sys.stderr)
+                        data["left_out"].append(f"{setup.name}: {why}")
+                    continue
+                print(f"{setup.name}:", flush=True)
+                run_setup(setup, workloads, ctx, args, runs, data["memory"], data["commands"] if rnd == 0 else [])
+        data["results"] = medians(runs)
         best = "cython" if cython else "python"
         by_name = {s.name: s for s in SETUPS}
         if not args.no_scaling:
