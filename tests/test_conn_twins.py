@@ -157,3 +157,33 @@ def test_an_answer_the_socket_takes_in_part_goes_out_whole(parser_name, conn_nam
     finally:
         server.close()
         client.close()
+
+
+@pytest.mark.parametrize("conn_name", ["python", "cython"])
+def test_a_closed_connection_never_touches_the_descriptor_it_had(parser_name, conn_name):
+    """Closed, a connection's descriptor number may be a new connection's: reading or
+    answering through the old one must not reach the new one (the socket methods say
+    EBADF; the Cython core's recv(2)/sendmsg(2) on the number would not)."""
+    old, old_peer = socket.socketpair()
+    worker = FakeWorker(parser_choice.load(parser_name), lambda req: Response(200, [], b"x"))
+    conn = connection_class(conn_name)(worker, old, ("127.0.0.1", 1))
+    req = conn.parser.feed(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0]
+    fd = conn.fd
+    conn.close()
+    old_peer.close()
+    new, new_peer = socket.socketpair()
+    try:
+        if new.fileno() != fd:
+            pytest.skip("the new socket did not get the old descriptor number")
+        new.setblocking(False)
+        new_peer.setblocking(False)
+        new_peer.sendall(b"GET /theirs HTTP/1.1\r\nHost: t\r\n\r\n")
+        conn.on_readable()
+        assert new.recv(4096, socket.MSG_PEEK).startswith(b"GET /theirs")  # still theirs
+        conn.deliver(req, Response(200, [], b"not yours"), 0.0, False)
+        with pytest.raises(BlockingIOError):
+            new_peer.recv(4096)  # nothing was written to them
+        assert conn.state == CLOSED
+    finally:
+        new.close()
+        new_peer.close()

@@ -109,7 +109,9 @@ cdef class ConnectionCore:
         if self.busy:
             self.hold()
             return
-        if type(self.sock) is _socket:  # recv(2) into the C buffer: sock.recv's result
+        if type(self.sock) is _socket and self.state != _CLOSED:
+            # recv(2) into the C buffer: sock.recv's result. (Closed, the descriptor may
+            # be another connection's by now: the socket's recv says EBADF, as in PyCore.)
             while True:
                 n = c_recv(self.fd, _rbuf, RECV_SIZE, 0)
                 if n >= 0:
@@ -206,7 +208,8 @@ cdef class ConnectionCore:
         cdef WorkerState worker = self.worker
         cdef object body = resp.body
         cdef object hit = None
-        cdef object block, key, head, mode, keep, status, data, access
+        cdef object block, key, mode, keep, status, data, access
+        cdef bytes head
         cdef list by_status
         cdef Py_ssize_t size, sent, i, total
         if type(body) is bytes:
@@ -238,7 +241,8 @@ cdef class ConnectionCore:
             access.log(self, req, status, size, t0)
         if self.out or self.cork is not None:
             self.write(head + body if size else head)
-        elif type(self.sock) is _socket:  # write(), in C: head and body in one sendmsg(2)
+        elif type(self.sock) is _socket and self.state != _CLOSED:
+            # write(), in C: head and body in one sendmsg(2)
             total = PyBytes_GET_SIZE(head) + size
             while True:
                 sent = prefork_send2(self.fd, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head),
