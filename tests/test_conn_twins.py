@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, connection_class, read_response, require_built, CCONN, C_CONN_IMPORT_ERROR
+from conftest import CCONN, C_CONN_IMPORT_ERROR, ROOT, read_response, require_built
 from prefork.apps.response import Response
 from prefork.http import parser as parser_choice
 from prefork.workers import connection
@@ -90,6 +90,12 @@ def test_the_cython_core_needs_a_worker_state():
         b.close()
 
 
+def connect(conn_class, parser_name: str, sock, body: bytes = b"x"):
+    """(worker, connection) over `sock`, whose handler answers 200 with `body`."""
+    worker = FakeWorker(parser_choice.load(parser_name), lambda req: Response(200, [], body))
+    return worker, conn_class(worker, sock, ("127.0.0.1", 1))
+
+
 def tcp_pair():
     """A connected TCP pair over 127.0.0.1 (a reset needs TCP; a socketpair has none)."""
     lsock = socket.socket()
@@ -102,13 +108,11 @@ def tcp_pair():
     return server, client
 
 
-@pytest.mark.parametrize("conn_name", ["python", "cython"])
-def test_nothing_to_read_leaves_the_connection_as_it_was(parser_name, conn_name):
+def test_nothing_to_read_leaves_the_connection_as_it_was(parser_name, conn_class):
     """EAGAIN from recv: on_readable returns, the connection stays open and unchanged."""
     server, client = tcp_pair()
     try:
-        worker = FakeWorker(parser_choice.load(parser_name), lambda req: Response(200, [], b"x"))
-        conn = connection_class(conn_name)(worker, server, ("127.0.0.1", 1))
+        worker, conn = connect(conn_class, parser_name, server)
         worker.now = 5.0
         conn.on_readable()
         assert conn.state == OPEN and conn.last_active == 0.0 and worker.forgotten == []
@@ -117,13 +121,11 @@ def test_nothing_to_read_leaves_the_connection_as_it_was(parser_name, conn_name)
         client.close()
 
 
-@pytest.mark.parametrize("conn_name", ["python", "cython"])
-def test_a_reset_while_reading_closes_the_connection(parser_name, conn_name):
+def test_a_reset_while_reading_closes_the_connection(parser_name, conn_class):
     """recv fails with ECONNRESET: the connection is closed (and forgotten), nothing raised."""
     server, client = tcp_pair()
     try:
-        worker = FakeWorker(parser_choice.load(parser_name), lambda req: Response(200, [], b"x"))
-        conn = connection_class(conn_name)(worker, server, ("127.0.0.1", 1))
+        worker, conn = connect(conn_class, parser_name, server)
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.close()  # RST
         conn.on_readable()
@@ -132,8 +134,7 @@ def test_a_reset_while_reading_closes_the_connection(parser_name, conn_name):
         server.close()
 
 
-@pytest.mark.parametrize("conn_name", ["python", "cython"])
-def test_an_answer_the_socket_takes_in_part_goes_out_whole(parser_name, conn_name):
+def test_an_answer_the_socket_takes_in_part_goes_out_whole(parser_name, conn_class):
     """A send cut short (a small send buffer, a client not reading yet): the rest is
     queued and goes out on EPOLLOUT, head then body, byte for byte."""
     server, client = socket.socketpair()
@@ -142,8 +143,7 @@ def test_an_answer_the_socket_takes_in_part_goes_out_whole(parser_name, conn_nam
         server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         client.settimeout(5)
         body = bytes(range(256)) * 4096  # 1 MiB
-        worker = FakeWorker(parser_choice.load(parser_name), lambda req: Response(200, [], body))
-        conn = connection_class(conn_name)(worker, server, ("127.0.0.1", 1))
+        worker, conn = connect(conn_class, parser_name, server, body)
         client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         conn.on_readable()
         assert conn.out and worker.modes == ["write"]
@@ -159,14 +159,12 @@ def test_an_answer_the_socket_takes_in_part_goes_out_whole(parser_name, conn_nam
         client.close()
 
 
-@pytest.mark.parametrize("conn_name", ["python", "cython"])
-def test_a_closed_connection_never_touches_the_descriptor_it_had(parser_name, conn_name):
+def test_a_closed_connection_never_touches_the_descriptor_it_had(parser_name, conn_class):
     """Closed, a connection's descriptor number may be a new connection's: reading or
     answering through the old one must not reach the new one (the socket methods say
     EBADF; the Cython core's recv(2)/sendmsg(2) on the number would not)."""
     old, old_peer = socket.socketpair()
-    worker = FakeWorker(parser_choice.load(parser_name), lambda req: Response(200, [], b"x"))
-    conn = connection_class(conn_name)(worker, old, ("127.0.0.1", 1))
+    _, conn = connect(conn_class, parser_name, old)
     req = conn.parser.feed(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0]
     fd = conn.fd
     conn.close()
