@@ -8,6 +8,7 @@ WORKER_SLOTS: tuple[str, ...]
 OPEN: int
 CLOSING: int
 CLOSED: int
+RECV_SIZE: int
 
 def configure(memo_head: Callable[[Any, tuple], Any]) -> None: ...
 

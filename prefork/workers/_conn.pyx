@@ -60,13 +60,14 @@ cdef extern from *:
 log = logging.getLogger("prefork.error")
 
 # Connection states: connection.py's (it asserts that they agree).
-DEF _OPEN = 0
-DEF _CLOSING = 1
-DEF _CLOSED = 3
-OPEN, CLOSING, CLOSED = _OPEN, _CLOSING, _CLOSED
+cdef enum:
+    _OPEN = 0
+    _CLOSING = 1
+    _CLOSED = 3
+    _RECV_SIZE = 65536  # connection.RECV_SIZE
+OPEN, CLOSING, CLOSED, RECV_SIZE = _OPEN, _CLOSING, _CLOSED, _RECV_SIZE
 
-DEF RECV_SIZE = 65536
-cdef char _rbuf[RECV_SIZE]  # one worker thread reads at a time (the loop's)
+cdef char _rbuf[_RECV_SIZE]  # one worker thread reads at a time (the loop's)
 
 cdef object _socket = _socket_mod.socket
 cdef object _head_only = HEAD_ONLY
@@ -113,7 +114,7 @@ cdef class ConnectionCore:
             # recv(2) into the C buffer: sock.recv's result. (Closed, the descriptor may
             # be another connection's by now: the socket's recv says EBADF, as in PyCore.)
             while True:
-                n = c_recv(self.fd, _rbuf, RECV_SIZE, 0)
+                n = c_recv(self.fd, _rbuf, _RECV_SIZE, 0)
                 if n >= 0:
                     break
                 if errno == EINTR:
@@ -125,7 +126,7 @@ cdef class ConnectionCore:
             data = PyBytes_FromStringAndSize(_rbuf, n)
         else:
             try:
-                data = self.sock.recv(RECV_SIZE)
+                data = self.sock.recv(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -224,7 +225,7 @@ cdef class ConnectionCore:
                        req.keep_alive and not worker.stopping)
                 hit = (<dict?>worker.heads).get(key)
                 if hit is None:
-                    hit = self._memo_head(key)
+                    hit = _memo(worker, key)
         if hit is None:
             return self.answered(req, resp, t0, more)
         head, mode, keep = <tuple?>hit
@@ -279,9 +280,6 @@ cdef class ConnectionCore:
             self.ends(more)
             return False
         return self.state != _CLOSED
-
-    cdef object _memo_head(self, key):
-        return _memo(self.worker, key)
 
 
 cdef object _memo = None  # connection.memo_head, given by connection.py (no import cycle)

@@ -15,6 +15,9 @@ The rules it keeps:
   machinery: the head is core.response_head's, remembered by the worker (`heads`); the
   bookkeeping is the general path's. Anything else goes through answered() in its turn.
   `fused` turns it off per connection (a subclass whose socket needs more than send()).
+  That path (on_readable → serve → deliver) has two twins: PyCore here, the reference,
+  and prefork/workers/_conn.pyx in Cython, which the workers use (PREFORK_CONN=python:
+  the pure one).
   Its answer-writing (`deliver`) also writes the thread pool's answers, in the loop thread.
 - After a protocol error the client gets its status with `Connection: close`; then the
   write side is shut and what the client still sends is read and dropped for a moment
@@ -904,17 +907,14 @@ try:
 except ImportError:  # not built: the pure core serves
     _conn = None
 else:
-    assert _conn.CORE_SLOTS == CORE_SLOTS and _conn.WORKER_SLOTS == WORKER_SLOTS and (_conn.OPEN, _conn.CLOSING, _conn.CLOSED) == (OPEN, CLOSING, CLOSED)
+    assert (_conn.CORE_SLOTS, _conn.WORKER_SLOTS) == (CORE_SLOTS, WORKER_SLOTS)
+    assert (_conn.OPEN, _conn.CLOSING, _conn.CLOSED, _conn.RECV_SIZE) == (OPEN, CLOSING, CLOSED, RECV_SIZE)
     _conn.configure(memo_head)
     WorkerState = _conn.WorkerState  # either core works with it
 
     class CConnection(ConnectionBase, _conn.ConnectionCore):
         """A connection over the Cython core."""
         __slots__ = SLOTS
-
-
-def cython_available() -> bool:
-    return CConnection is not None
 
 
 # The connection the workers make: over the Cython core unless it failed to build or
